@@ -1,0 +1,88 @@
+"""One switch between the tiny CPU profile and the full GPU profile.
+
+``VFM_PROFILE=tiny|full`` picks the profile; without it, ``full`` is used when CUDA is present
+and ``tiny`` otherwise. ``VFM_DEVICE=cpu|cuda|mps`` overrides the device choice. Notebooks read
+every size from the profile, so nothing is written twice for the two profiles.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .validate import check_choice
+
+PROFILE_NAMES = ("tiny", "full")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and budgets for one profile.
+
+    ``live_steps`` is the short, in-notebook training budget (a fixed number of optimizer
+    steps, not seconds, so the same run prints the same numbers).
+    """
+
+    name: str
+    dataset: str  # "shapes" (offline, generated) or "cifar10" (torchvision download)
+    image_size: int
+    n_train: int
+    n_test: int
+    batch_size: int
+    live_steps: int
+    vit_preset: str
+    num_workers: int
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny",
+        dataset="shapes",
+        image_size=32,
+        n_train=20_000,
+        n_test=2_000,
+        batch_size=128,
+        live_steps=150,
+        vit_preset="vit_course_tiny",
+        num_workers=0,
+    ),
+    "full": Profile(
+        name="full",
+        dataset="cifar10",
+        image_size=32,
+        n_train=50_000,
+        n_test=10_000,
+        batch_size=256,
+        live_steps=3_000,
+        vit_preset="vit_course_small",
+        num_workers=4,
+    ),
+}
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """Return the best device: ``preferred`` or ``$VFM_DEVICE`` if set, else cuda > mps > cpu."""
+    name = preferred or os.environ.get("VFM_DEVICE")
+    if name:
+        check_choice(name, "device", ("cpu", "cuda", "mps"))
+        if name == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but torch sees no CUDA GPU here")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' was asked for, but this machine has no Apple GPU")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the profile named ``name``, else ``$VFM_PROFILE``, else full on CUDA / tiny."""
+    name = name or os.environ.get("VFM_PROFILE")
+    if name is None:
+        name = "full" if torch.cuda.is_available() else "tiny"
+    check_choice(name, "VFM_PROFILE", PROFILE_NAMES)
+    return PROFILES[name]

@@ -1,0 +1,66 @@
+"""Input checks that fail early, in the learner's words, instead of deep inside a matmul.
+
+Every public function of the package calls these on what it is given. They raise
+``ValueError`` / ``TypeError`` with a sentence that names the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def check_tensor(
+    x: object,
+    name: str,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    floating: bool = False,
+    shape: Sequence[int | None] | None = None,
+) -> torch.Tensor:
+    """Check that ``x`` is a tensor with the expected rank / dtype / shape; return it.
+
+    ``shape`` entries that are ``None`` are not checked (for example ``(None, 3, None, None)``).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            raise ValueError(
+                f"{name} must have {want} dimensions, got {x.ndim} (shape {tuple(x.shape)})"
+            )
+    if floating and not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float32/bfloat16/...), got {x.dtype}; "
+            f"convert it with .float()"
+        )
+    if shape is not None:
+        if x.ndim != len(shape) or any(
+            want is not None and got != want for got, want in zip(x.shape, shape, strict=False)
+        ):
+            pretty = tuple("*" if s is None else s for s in shape)
+            raise ValueError(f"{name} must have shape {pretty}, got {tuple(x.shape)}")
+    return x
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Check that ``value`` is an int > 0 (bools are rejected); return it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_divisible(value: int, divisor: int, what: str, by_what: str) -> None:
+    """Raise a sentence like 'image size 30 is not divisible by patch size 4'."""
+    if value % divisor != 0:
+        raise ValueError(f"{what} {value} is not divisible by {by_what} {divisor}")
+
+
+def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
+    """Raise if ``value`` is not one of ``choices``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
