@@ -1,0 +1,62 @@
+"""Pictures: each function draws the expected number of panels and rejects bad input."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from vfm_course.train import History  # noqa: E402
+from vfm_course.viz import (  # noqa: E402
+    plot_confusion,
+    plot_history,
+    show_attention,
+    show_images,
+    show_patch_grid,
+    to_numpy_image,
+)
+
+
+def teardown_function():
+    plt.close("all")
+
+
+def test_to_numpy_image_layouts():
+    assert to_numpy_image(torch.rand(3, 8, 6)).shape == (8, 6, 3)
+    assert to_numpy_image(torch.rand(1, 8, 6)).shape == (8, 6)
+
+
+def test_show_images_grid_and_titles():
+    fig = show_images(torch.rand(10, 3, 8, 8), titles=[str(i) for i in range(10)], ncols=4)
+    assert len(fig.axes) == 12
+    assert [ax.get_title() for ax in fig.axes[:10]] == [str(i) for i in range(10)]
+    with pytest.raises(ValueError, match="10 images but 2 titles"):
+        show_images(torch.rand(10, 3, 8, 8), titles=["a", "b"])
+
+
+def test_patch_grid_and_attention():
+    fig = show_patch_grid(torch.rand(3, 16, 16), 4)
+    assert len(fig.axes) == 1 + 16
+    with pytest.raises(ValueError, match="not divisible by patch size 5"):
+        show_patch_grid(torch.rand(3, 16, 16), 5)
+    attn = torch.softmax(torch.randn(3, 17, 17), -1)
+    assert len(show_attention(torch.rand(3, 16, 16), attn, (4, 4)).axes) == 4
+    with pytest.raises(ValueError, match="3x3 grid plus 1 prefix"):
+        show_attention(torch.rand(3, 16, 16), attn, (3, 3))
+
+
+def test_history_and_confusion_plots():
+    h = History()
+    for s in range(1, 5):
+        h.record(s, 1.0 / s, 1e-3, {})
+    h.record_eval(4, {"acc": 0.5})
+    h.seconds = 2.0
+    assert len(plot_history({"a": h}, x="seconds").axes) == 2
+    assert len(plot_history({"a": h}, metric=None).axes) == 1
+    with pytest.raises(ValueError, match="x must be"):
+        plot_history({"a": h}, x="epoch")
+    assert plot_confusion(torch.eye(3, dtype=torch.long) * 5, ["a", "b", "c"]).axes
