@@ -1,0 +1,225 @@
+"""The full profile's real datasets, read from torchvision's on-disk formats.
+
+CIFAR-10, STL-10 and Oxford-IIIT Pet download through torchvision (only when asked:
+``download=True``), into the same folders torchvision uses, so a copy downloaded by torchvision
+elsewhere can be pointed at with ``root``. Penn-Fudan is not a torchvision dataset and is not
+loaded here.
+
+Why the course reads CIFAR-10 and STL-10 itself instead of calling ``torchvision.datasets``:
+
+- CIFAR-10's batches are *pickles*, and unpickling can run arbitrary code. The course never
+  unpickles untrusted files, so :class:`_ArrayUnpickler` refuses everything except numpy arrays.
+- torchvision checks each file's md5 and, on a mismatch, says "not found or corrupted". Here
+  ``verify=True`` (the default) checks the same published md5s and names the bad file, while
+  ``verify=False`` reads small test fixtures written in the same format (``tests/test_data.py``).
+- Files are never re-downloaded over: a partial or corrupt folder is reported, not replaced.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .validate import check_choice, check_positive_int
+
+TORCHVISION_DATASETS = ("cifar10", "stl10", "oxford_pets")
+IGNORE_INDEX = 255  # segmentation label of the pets' uncertain border pixels (trimap value 3)
+
+
+class DatasetFileError(RuntimeError):
+    """A dataset or cache file is missing, corrupt, or not what it claims to be."""
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _require(folder: Path, files: list[str], name: str, download_hint: str) -> None:
+    """Raise a clear error if any of ``files`` is missing from ``folder``."""
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise DatasetFileError(
+            f"{name} is not in {folder} (missing {', '.join(missing)}). {download_hint}"
+        )
+
+
+def _verify(folder: Path, expected: dict[str, str], name: str) -> None:
+    """Compare md5s with torchvision's published ones; name the first file that differs."""
+    for filename, md5 in expected.items():
+        got = _md5(folder / filename)
+        if got != md5:
+            raise DatasetFileError(
+                f"{folder / filename} has md5 {got}, but the official {name} file has {md5}: it "
+                f"is corrupt or not the official data. It was left untouched; delete {folder} "
+                f"and download again with download=True."
+            )
+
+
+def _download(url: str, root: Path, filename: str, md5: str) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(url, str(root), filename=filename, md5=md5)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles containers and numpy arrays only. ``find_class`` is where pickle imports the
+    callables a file asks for, so refusing all but numpy's array rebuilders makes loading a
+    malicious file fail instead of running its code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
+        ("numpy._core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name} from a dataset file: only numpy arrays are read"
+        )
+
+
+def _load_cifar10(
+    root: Path, split: str, download: bool, verify: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import CIFAR10
+
+    folder = root / CIFAR10.base_folder
+    listed = CIFAR10.train_list if split == "train" else CIFAR10.test_list
+    expected = {f: md5 for f, md5 in listed} | {CIFAR10.meta["filename"]: CIFAR10.meta["md5"]}
+    if download and not folder.exists():
+        _download(CIFAR10.url, root, CIFAR10.filename, CIFAR10.tgz_md5)
+    hint = (
+        "Download it (170 MB) with load_torchvision('cifar10', root, split, download=True)."
+        if not folder.exists()
+        else f"The folder is incomplete; delete {folder} and download again with download=True."
+    )
+    _require(folder, list(expected), "CIFAR-10", hint)
+    if verify:
+        _verify(folder, expected, "CIFAR-10")
+    images, labels = [], []
+    for filename, _ in listed:
+        with open(folder / filename, "rb") as f:
+            batch = _ArrayUnpickler(f, encoding="latin1").load()
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch["labels"])
+    x = torch.from_numpy(np.concatenate(images)).float().div_(255)  # (n, 3, 32, 32): rows are CHW
+    return x, torch.tensor(labels, dtype=torch.int64)
+
+
+def _load_stl10(
+    root: Path, split: str, download: bool, verify: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import STL10
+
+    folder = root / STL10.base_folder
+    expected = {f: md5 for f, md5 in STL10.train_list + STL10.test_list if f.startswith(split)}
+    if download and not folder.exists():
+        _download(STL10.url, root, STL10.filename, STL10.tgz_md5)  # 2.6 GB with unlabeled
+    hint = (
+        "Download it (2.6 GB) with load_torchvision('stl10', root, split, download=True)."
+        if not folder.exists()
+        else f"The folder is incomplete; delete {folder} and download again with download=True."
+    )
+    _require(folder, list(expected), "STL-10", hint)
+    if verify:
+        _verify(folder, expected, "STL-10")
+    raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8)
+    labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
+    if raw.size != labels.size * 3 * 96 * 96:
+        raise DatasetFileError(
+            f"{folder / f'{split}_X.bin'} holds {raw.size} bytes, but {labels.size} labels need "
+            f"{labels.size * 3 * 96 * 96} (3 x 96 x 96 each): the files do not belong together."
+        )
+    # The binary is column-major per channel (MATLAB's layout): swap to (C, H, W) rows.
+    images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # (n, 3, 96, 96)
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
+    return x, torch.from_numpy(labels)
+
+
+class PetSegmentationTransform:
+    """Joint transform for Oxford-IIIT Pet: PIL image and trimap -> tensors of one size.
+
+    Returns image float32 (3, S, S) in [0, 1] and mask int64 (S, S): 0 background, 1 pet,
+    :data:`IGNORE_INDEX` for the border band (trimap 1 pet, 2 background, 3 border). The mask
+    is resized with nearest neighbour so no in-between labels appear.
+    """
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = check_positive_int(image_size, "image_size")
+
+    def __call__(
+        self, image: Image.Image, trimap: Image.Image
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        size = (self.image_size, self.image_size)
+        img = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR))
+        tri = np.asarray(trimap.resize(size, Image.Resampling.NEAREST), dtype=np.int64)
+        lut = np.array([0, 1, 0, IGNORE_INDEX], dtype=np.int64)  # trimap value -> label
+        x = torch.from_numpy(img.copy()).permute(2, 0, 1).float().div_(255)  # (3, S, S)
+        return x, torch.from_numpy(lut[np.clip(tri, 0, 3)])
+
+
+def _load_pets(root: Path, split: str, download: bool, image_size: int) -> Dataset:
+    from torchvision.datasets import OxfordIIITPet
+
+    folder = root / "oxford-iiit-pet"
+    have = (folder / "images").is_dir() and (folder / "annotations").is_dir()
+    if not have and not download:
+        raise DatasetFileError(
+            f"Oxford-IIIT Pet is not in {folder} (need images/ and annotations/). Download it "
+            f"(800 MB) with load_torchvision('oxford_pets', root, split, download=True)."
+        )
+    return OxfordIIITPet(
+        str(root),
+        split="trainval" if split == "train" else "test",
+        target_types="segmentation",
+        transforms=PetSegmentationTransform(image_size),
+        download=download and not have,
+    )
+
+
+def load_torchvision(
+    name: str,
+    root: str | os.PathLike,
+    split: str = "train",
+    download: bool = False,
+    verify: bool = True,
+    image_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor] | Dataset:
+    """Load a real dataset from ``root`` in torchvision's layout.
+
+    ``"cifar10"`` and ``"stl10"`` (labelled splits) return ``(images, labels)``: float32
+    (n, 3, H, W) in [0, 1] (32 or 96 pixels) and int64 (n,), small enough to hold in memory.
+    ``"oxford_pets"`` returns a Dataset of (image float32 (3, S, S), mask int64 (S, S)) with
+    S = ``image_size`` (see :class:`PetSegmentationTransform`); its images vary in size.
+    ``split`` is "train" or "test". ``download=True`` fetches only a dataset that is absent;
+    ``verify`` checks torchvision's published md5s (CIFAR-10, STL-10).
+    """
+    if name == "pennfudan":
+        raise ValueError(
+            "Penn-Fudan is not a torchvision dataset, so load_torchvision cannot fetch it; "
+            "download PennFudanPed.zip from https://www.cis.upenn.edu/~jshi/ped_html/ yourself."
+        )
+    check_choice(name, "name", TORCHVISION_DATASETS)
+    check_choice(split, "split", ("train", "test"))
+    root = Path(root)
+    if name == "cifar10":
+        return _load_cifar10(root, split, download, verify)
+    if name == "stl10":
+        return _load_stl10(root, split, download, verify)
+    return _load_pets(root, split, download, image_size)
