@@ -1,0 +1,378 @@
+"""Exercise checkers: instant, learner-worded feedback for the notebooks' exercises.
+
+Every ``check_<exercise>(fn, ...)`` follows the same contract, shared by notebooks and tests:
+
+* it calls the learner's ``fn`` on hidden inputs it draws itself (several shapes, masks where
+  they matter) from a private seeded generator, so it neither reads nor disturbs the notebook's
+  variables or random stream;
+* it compares the result with the package's reference implementation within float tolerance;
+* on success it prints one line starting with "✓" and returns ``True``;
+* on failure it raises ``AssertionError`` with what went wrong and a hint. Common mistakes are
+  recognised by comparing the answer with known-wrong variants (missing 1/sqrt(d) scale,
+  softmax over the wrong dimension, mask ignored, ...);
+* errors raised inside ``fn`` are caught and explained (with the learner's line that raised),
+  never shown as a bare stack trace; ``NotImplementedError`` means "exercise not finished yet".
+
+New checkers reuse the private helpers below (``_run``, ``_expect_tensor``, ``_diagnose``,
+``_fail``, ``_passed``).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+import torch
+
+from .attention import scaled_dot_product_attention, split_heads
+from .profiling import peak_memory
+
+_ATOL, _RTOL = 1e-5, 1e-4
+
+# Substrings of common torch errors -> what they usually mean in an exercise.
+_ERROR_HINTS = {
+    "view size is not compatible": "after a transpose/permute the tensor is not contiguous: "
+    "use .reshape(...) (or .contiguous().view(...)) instead of .view(...)",
+    "cannot be multiplied": "the shapes of a matmul do not line up: print the shapes of both "
+    "operands; to multiply q by k's rows use k.transpose(-2, -1)",
+    "must match the size of tensor": "two tensors' shapes do not broadcast: print their shapes",
+    "not defined": "a name is missing: did you run the cells above (imports, helpers) first?",
+}
+
+
+# --- reporting helpers -------------------------------------------------------------------------
+
+
+def _fail(exercise: str, problem: str, hint: str | None = None) -> NoReturn:
+    """Raise the learner-facing AssertionError (without chaining the internal traceback)."""
+    message = f"{exercise}: {problem}"
+    if hint:
+        message += f"\nHint: {hint}"
+    raise AssertionError(message) from None
+
+
+def _passed(message: str) -> bool:
+    print(f"✓ {message}")
+    return True
+
+
+def _learner_line(exc: BaseException, fn: Callable[..., Any]) -> str:
+    """'line 7: scores = q @ k.T' for the innermost frame inside the learner's function."""
+    code = getattr(fn, "__code__", None)
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if code is not None and f.filename == code.co_filename]
+    if not mine:
+        return ""
+    frame = mine[-1]
+    source = (frame.line or "").strip()
+    return f" (at line {frame.lineno}: {source})" if source else f" (at line {frame.lineno})"
+
+
+def _run(exercise: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call the learner's ``fn(*args)``; turn any exception into a learner-facing failure.
+
+    Tensors are passed as copies, so an answer that edits its inputs in place (``q /= ...``)
+    cannot change the inputs the reference is computed on.
+    """
+    if not callable(fn):
+        _fail(exercise, f"expected a function, got {type(fn).__name__}")
+    args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        _fail(
+            exercise,
+            "exercise not finished yet",
+            "replace `raise NotImplementedError` with your code, run that cell, then this one",
+        )
+    except Exception as exc:  # the learner's code can raise anything: explain it, don't crash
+        shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
+        hint = next((h for key, h in _ERROR_HINTS.items() if key in str(exc)), None)
+        _fail(
+            exercise,
+            f"your function raised {type(exc).__name__}: {exc}{_learner_line(exc, fn)}"
+            f"\n(called with tensors of shape {shapes})",
+            hint,
+        )
+
+
+def _expect_tensor(
+    exercise: str, out: object, shape: tuple[int, ...], hint: str | None = None
+) -> torch.Tensor:
+    """Check the answer is one tensor of ``shape``; return it."""
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+        _fail(exercise, f"your function returned a tuple of {len(out)}; return one tensor")
+    if not isinstance(out, torch.Tensor):
+        _fail(exercise, f"your function returned {type(out).__name__}, expected a tensor")
+    if tuple(out.shape) != tuple(shape):
+        _fail(exercise, f"output has shape {tuple(out.shape)}, expected {tuple(shape)}", hint)
+    return out
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    a = a.detach().to(device=b.device, dtype=b.dtype)  # a float64 answer is fine too
+    return torch.allclose(a, b, atol=_ATOL, rtol=_RTOL, equal_nan=True)
+
+
+def _diagnose(
+    exercise: str,
+    out: torch.Tensor,
+    expected: torch.Tensor,
+    wrong_variants: Mapping[str, torch.Tensor],
+    case: str,
+) -> None:
+    """Pass if ``out`` matches ``expected``; else fail with the hint of a matching wrong variant."""
+    if _close(out, expected):
+        return
+    for hint, wrong in wrong_variants.items():
+        if _close(out, wrong):
+            _fail(exercise, f"wrong values {case}", hint)
+    if not torch.isfinite(out).all():
+        _fail(
+            exercise,
+            f"output contains NaN or inf {case}",
+            "a softmax over a row of only -inf gives NaN; exp of large scores overflows "
+            "(subtract the row max first)",
+        )
+    err = (out.detach().to(expected.dtype) - expected).abs().max().item()
+    _fail(
+        exercise,
+        f"wrong values {case}: max |yours - reference| = {err:.3g}",
+        "compare your intermediate shapes and values with the step-by-step cells above",
+    )
+
+
+def _randn(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=generator)
+
+
+# --- lesson 01: attention ----------------------------------------------------------------------
+
+
+def check_attention(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(q, k, v, mask=None)`` against softmax(q k^T / sqrt(d) + mask) v.
+
+    q (B, h, L, d), k (B, h, S, d), v (B, h, S, dv) -> (B, h, L, dv); ``mask`` is boolean,
+    broadcastable to (B, h, L, S), True where a query may attend (torch SDPA's convention).
+    """
+    ex = "check_attention"
+    g = torch.Generator().manual_seed(101)
+    n_cases = 0
+    for B, h, L, S, d, dv in [(2, 3, 5, 5, 8, 8), (1, 2, 7, 11, 16, 4)]:
+        q, k, v = _randn(g, B, h, L, d), _randn(g, B, h, S, d), _randn(g, B, h, S, dv)
+        out = _expect_tensor(
+            ex, _run(ex, fn, q, k, v), (B, h, L, dv), "the output is weights @ v: (B, h, L, dv)"
+        )
+        wrong = {
+            "did you forget the 1/sqrt(d) scale? divide the scores by math.sqrt(d), "
+            "with d = q.shape[-1]": scaled_dot_product_attention(q, k, v, scale=1.0),
+            "the scale is 1/sqrt(d), not 1/d": scaled_dot_product_attention(q, k, v, scale=1 / d),
+            "divide the scores by sqrt(d), don't multiply": scaled_dot_product_attention(
+                q, k, v, scale=d**0.5
+            ),
+            "softmax over the wrong dimension: normalise over the keys (dim=-1), so each "
+            "query's weights sum to 1": ((q @ k.transpose(-2, -1)) / d**0.5).softmax(-2) @ v,
+        }
+        case = f"for q {tuple(q.shape)}, k {tuple(k.shape)}, no mask"
+        _diagnose(ex, out, scaled_dot_product_attention(q, k, v), wrong, case)
+        n_cases += 1
+
+    B, h, L, S, d = 2, 2, 6, 6, 8
+    q, k, v = _randn(g, B, h, L, d), _randn(g, B, h, S, d), _randn(g, B, h, S, d)
+    padding = (torch.arange(S) < torch.tensor([6, 3])[:, None])[:, None, None, :]  # (B, 1, 1, S)
+    causal = torch.ones(L, S, dtype=torch.bool).tril()  # (L, S)
+    for name, mask in [("a padding mask (B, 1, 1, S)", padding), ("a causal mask (L, S)", causal)]:
+        out = _expect_tensor(ex, _run(ex, fn, q, k, v, mask), (B, h, L, d))
+        scores = (q @ k.transpose(-2, -1)) / d**0.5  # (B, h, L, S)
+        wrong = {
+            "the mask seems to be ignored: set the scores of blocked keys to -inf before the "
+            "softmax, e.g. scores.masked_fill(~mask, float('-inf'))": (
+                scaled_dot_product_attention(q, k, v)
+            ),
+            "the mask looks inverted: True means 'may attend' (torch SDPA's convention), so "
+            "fill -inf where the mask is False": (
+                scores.masked_fill(mask, float("-inf")).softmax(-1) @ v  # NaN where all blocked
+            ),
+            "you masked after the softmax, so the weights no longer sum to 1: mask the scores "
+            "(with -inf) before the softmax": (scores.softmax(-1) * mask) @ v,
+        }
+        case = f"with {name}"
+        _diagnose(ex, out, scaled_dot_product_attention(q, k, v, mask), wrong, case)
+        n_cases += 1
+    return _passed(f"attention matches the reference on {n_cases} cases (with and without masks)")
+
+
+def check_split_merge_heads(
+    split_fn: Callable[[torch.Tensor, int], torch.Tensor],
+    merge_fn: Callable[[torch.Tensor], torch.Tensor],
+) -> bool:
+    """Check ``split_fn(x, num_heads)``: (B, L, D) -> (B, h, L, d) and ``merge_fn`` back."""
+    ex = "check_split_merge_heads"
+    g = torch.Generator().manual_seed(202)
+    for B, L, D, h in [(2, 5, 12, 3), (1, 7, 8, 1), (3, 4, 6, 6)]:
+        x = _randn(g, B, L, D)
+        d = D // h
+        expected = split_heads(x, h)  # (B, h, L, d)
+        out = _expect_tensor(
+            ex,
+            _run(ex, split_fn, x, h),
+            (B, h, L, d),
+            "split (B, L, D) into (B, h, L, d): reshape to (B, L, h, d), then transpose(1, 2)",
+        )
+        wrong = {
+            "you reshaped straight to (B, h, L, d), which mixes tokens into heads: reshape to "
+            "(B, L, h, d) first, then .transpose(1, 2)": x.reshape(B, h, L, d),
+            "the channels are split the wrong way: head i should own the contiguous block "
+            "[i*d, (i+1)*d) -- reshape to (B, L, h, d), not (B, L, d, h)": x.reshape(
+                B, L, d, h
+            ).permute(0, 3, 1, 2),
+        }
+        _diagnose(ex, out, expected, wrong, f"from split_fn for x {tuple(x.shape)}, {h} heads")
+
+        merged = _expect_tensor(
+            ex,
+            _run(ex, merge_fn, expected.contiguous()),  # as attention outputs are
+            (B, L, D),
+            "merge (B, h, L, d) back to (B, L, D) with D = h * d",
+        )
+        wrong = {
+            "transpose(1, 2) back to (B, L, h, d) before reshaping to (B, L, D)": (
+                expected.reshape(B, L, D)
+            ),
+        }
+        _diagnose(ex, merged, x, wrong, f"from merge_fn for a (B, h, L, d) = {(B, h, L, d)} input")
+    return _passed("split_heads and merge_heads match the reference and invert each other")
+
+
+def _buggy_online_attention(q, k, v, chunk_size: int, bug: str) -> torch.Tensor:
+    """The online-softmax recurrence with one known mistake, for recognising it in answers."""
+    q = q / q.shape[-1] ** 0.5
+    acc = torch.zeros(*q.shape[:-1], v.shape[-1])
+    m = torch.full((*q.shape[:-1], 1), float("-inf"))
+    denom = torch.zeros(*q.shape[:-1], 1)
+    for start in range(0, k.shape[-2], chunk_size):
+        s = q @ k[..., start : start + chunk_size, :].transpose(-2, -1)  # (..., L, c)
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+        p, rescale = torch.exp(s - m_new), torch.exp(m - m_new)
+        denom = (denom if bug == "denominator" else denom * rescale) + p.sum(-1, keepdim=True)
+        pv = p @ v[..., start : start + chunk_size, :]
+        acc = (acc if bug == "accumulator" else acc * rescale) + pv
+        m = m_new
+    return acc if bug == "no_division" else acc / denom
+
+
+def check_online_softmax_attention(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(q, k, v, chunk_size)``: attention computed chunk by chunk with an online softmax.
+
+    q (B, h, L, d), k (B, h, S, d), v (B, h, S, dv) -> (B, h, L, dv), equal to the explicit
+    version for every ``chunk_size`` (including ones that do not divide S), and without ever
+    holding the full (L, S) score matrix (its peak memory is measured).
+    """
+    ex = "check_online_softmax_attention"
+    g = torch.Generator().manual_seed(303)
+    cases = [(2, 3, 10, 10, 8, 8, 16), (2, 3, 10, 10, 8, 8, 4), (2, 3, 10, 10, 8, 8, 1)]
+    cases += [(1, 2, 6, 13, 8, 3, 5)]
+    for B, h, L, S, d, dv, chunk in cases:
+        # Scores spread wide enough that the running max changes from chunk to chunk.
+        q, k, v = 2 * _randn(g, B, h, L, d), 2 * _randn(g, B, h, S, d), _randn(g, B, h, S, dv)
+        out = _expect_tensor(ex, _run(ex, fn, q, k, v, chunk), (B, h, L, dv))
+        bug = lambda name, q=q, k=k, v=v, c=chunk: _buggy_online_attention(q, k, v, c, name)
+        wrong = {
+            "did you forget the 1/sqrt(d) scale on the scores?": (
+                scaled_dot_product_attention(q, k, v, scale=1.0)
+            ),
+            "when the running max grows from m to m_new, rescale the accumulated output by "
+            "exp(m - m_new) too": bug("accumulator"),
+            "when the running max grows from m to m_new, rescale the running denominator by "
+            "exp(m - m_new) too": bug("denominator"),
+            "divide the accumulated output by the running denominator at the end": bug(
+                "no_division"
+            ),
+        }
+        case = f"for S={S} keys in chunks of {chunk}"
+        _diagnose(ex, out, scaled_dot_product_attention(q, k, v), wrong, case)
+
+    # Memory: a chunked answer must stay well below the explicit version's (L, S) matrices.
+    q, k, v = (_randn(g, 2, 2, 512, 32) for _ in range(3))
+    with torch.no_grad():
+        explicit = peak_memory(scaled_dot_product_attention, q, k, v)
+        yours = peak_memory(lambda *a: _run(ex, fn, *a, 32), q, k, v)
+    if yours > 0.5 * explicit:
+        _fail(
+            ex,
+            f"correct values, but your peak memory ({yours / 1e6:.1f} MB) is close to the explicit "
+            f"version's ({explicit / 1e6:.1f} MB) at L = S = 512, chunk_size = 32",
+            "compute the scores one chunk at a time (k[..., start:end, :]) and never build or "
+            "concatenate the full (L, S) score matrix",
+        )
+    return _passed(
+        f"online-softmax attention matches the reference on {len(cases)} chunk sizes "
+        "and peaks at less than half of the explicit version's memory"
+    )
+
+
+# --- lesson 02: vision transformer -------------------------------------------------------------
+
+
+def check_patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
+    """Check ``fn(imgs, patch_size)``: (B, C, H, W) -> (B, N, P*P*C), patches in row-major
+    grid order, pixels inside a patch ordered (P, P, C) as in MAE."""
+    from .patches import patchify
+
+    exercise = "patchify"
+    g = torch.Generator().manual_seed(2)
+    for B, C, H, W, P in [(2, 3, 8, 8, 4), (1, 1, 6, 4, 2), (3, 3, 32, 32, 8)]:
+        imgs = _randn(g, B, C, H, W)
+        out = _run(exercise, fn, imgs, P)
+        N = (H // P) * (W // P)
+        out = _expect_tensor(
+            exercise,
+            out,
+            (B, N, P * P * C),
+            "reshape to (B, C, Gh, P, Gw, P), permute so the grid axes come first and each "
+            "patch's pixels last, then flatten",
+        )
+        grid = imgs.reshape(B, C, H // P, P, W // P, P)  # (B, C, Gh, P, Gw, P)
+        wrong = {
+            "each patch's pixels come out in (C, P, P) order; put the channel axis last "
+            "(MAE's order: row, column, channel)": grid.permute(0, 2, 4, 1, 3, 5).reshape(B, N, -1),
+            "the patch grid is walked column by column; walk it row by row (Gh before Gw)": (
+                grid.permute(0, 4, 2, 3, 5, 1).reshape(B, N, -1)
+            ),
+            "a plain reshape without a permute mixes pixels of different patches": imgs.reshape(
+                B, N, -1
+            ),
+        }
+        _diagnose(exercise, out, patchify(imgs, P), wrong, f"for images {B}x{C}x{H}x{W}, P={P}")
+    return _passed("patchify matches the reference on 3 image/patch sizes")
+
+
+def check_sincos_pos_embed_2d(fn: Callable[[int, int], torch.Tensor]) -> bool:
+    """Check ``fn(embed_dim, grid_size)`` -> (grid_size**2, embed_dim): the first half of the
+    width encodes the column (x), the second half the row (y), each with the 1-D sin-cos table."""
+    from .pos_embed import sincos_pos_embed_1d, sincos_pos_embed_2d
+
+    exercise = "2-D sin-cos position embedding"
+    for D, G in [(16, 4), (64, 8), (8, 3)]:
+        out = _run(exercise, fn, D, G)
+        out = _expect_tensor(exercise, out, (G * G, D), "one row per patch, rows in grid order")
+        ys, xs = torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij")
+        ex = sincos_pos_embed_1d(D // 2, xs.reshape(-1).float())
+        ey = sincos_pos_embed_1d(D // 2, ys.reshape(-1).float())
+        wrong = {
+            "rows and columns are swapped: the first half encodes the column (x), the second "
+            "the row (y), as in MAE": torch.cat([ey, ex], dim=1),
+            "each half must use D/2 of the width; you encoded with the full width D "
+            "and cut": torch.cat(
+                [
+                    sincos_pos_embed_1d(D, xs.reshape(-1).float())[:, : D // 2],
+                    sincos_pos_embed_1d(D, ys.reshape(-1).float())[:, : D // 2],
+                ],
+                dim=1,
+            ),
+        }
+        _diagnose(exercise, out.float(), sincos_pos_embed_2d(D, G), wrong, f"for D={D}, grid={G}")
+    return _passed("2-D sin-cos position embedding matches the reference (3 sizes)")
