@@ -12,7 +12,8 @@ Shape key (used in every docstring and shape comment in this package)::
     F  MLP hidden width           K  number of classes        T  text tokens
 
 Modules, in dependency order: ``validate``, ``profile``, ``attention``, ``patches``,
-``pos_embed``, ``blocks``, ``vit``, ``cnn``, ``shapes``, ``data``, ``checkpoint``, ``train``,
+``profiling``, ``pos_embed``, ``blocks``, ``vit``, ``cnn``, ``raster``, ``shapes``, ``scenes``,
+``data``, ``torchvision_data``, ``checkpoint``, ``train``,
 ``metrics``, ``viz``, ``checks``, ``recipes``.
 """
 

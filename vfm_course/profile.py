@@ -44,7 +44,7 @@ PROFILES: dict[str, Profile] = {
         n_train=20_000,
         n_test=2_000,
         batch_size=128,
-        live_steps=150,
+        live_steps=300,
         vit_preset="vit_course_tiny",
         num_workers=0,
     ),
