@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .checkpoint import sha256_file
 from .profile import Profile
 from .shapes import ShapesConfig, generate_shapes
 from .torchvision_data import DatasetFileError, load_torchvision
@@ -147,14 +148,6 @@ class BatchLoader:
 # --- the shapes world, cached ---------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _temp_next_to(path: Path) -> Path:
     """A fresh temporary file in ``path``'s folder (so a rename onto ``path`` is atomic)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -179,7 +172,7 @@ def _save_cache(path: Path, sidecar: Path, arrays: dict[str, np.ndarray]) -> Non
     tmp_data, tmp_sum = _temp_next_to(path), _temp_next_to(sidecar)
     try:
         _write_npz(tmp_data, arrays)
-        tmp_sum.write_text(f"{_sha256(tmp_data)}  {path.name}\n")  # `sha256sum -c` format
+        tmp_sum.write_text(f"{sha256_file(tmp_data)}  {path.name}\n")  # `sha256sum -c` format
         os.replace(tmp_sum, sidecar)
         os.replace(tmp_data, path)
     finally:
@@ -229,7 +222,7 @@ def load_shapes(
             f"cache file {path} has no checksum file {sidecar.name}, so it cannot be trusted. "
             f"Delete {path} and it will be generated again."
         )
-    expected, got = (sidecar.read_text().split() or [""])[0], _sha256(path)
+    expected, got = (sidecar.read_text().split() or [""])[0], sha256_file(path)
     if got != expected:
         raise DatasetFileError(
             f"cache file {path} is corrupt or was changed (sha256 {got[:12]}..., expected "

@@ -94,24 +94,41 @@ class _ArrayUnpickler(pickle.Unpickler):
         )
 
 
+def _prepare(
+    ds: type,
+    root: Path,
+    expected: dict[str, str],
+    name: str,
+    size: str,
+    split: str,
+    download: bool,
+    verify: bool,
+) -> Path:
+    """Download ``ds``'s archive if asked and its folder is absent, then require and (optionally)
+    md5-verify the ``expected`` files. A partial folder is reported, never downloaded over."""
+    folder = root / ds.base_folder
+    if download and not folder.exists():
+        _download(ds.url, root, ds.filename, ds.tgz_md5)
+    key = name.lower().replace("-", "")
+    hint = (
+        f"Download it ({size}) with load_torchvision('{key}', root, '{split}', download=True)."
+        if not folder.exists()
+        else f"The folder is incomplete; delete {folder} and download again with download=True."
+    )
+    _require(folder, list(expected), name, hint)
+    if verify:
+        _verify(folder, expected, name)
+    return folder
+
+
 def _load_cifar10(
     root: Path, split: str, download: bool, verify: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.datasets import CIFAR10
 
-    folder = root / CIFAR10.base_folder
     listed = CIFAR10.train_list if split == "train" else CIFAR10.test_list
     expected = {f: md5 for f, md5 in listed} | {CIFAR10.meta["filename"]: CIFAR10.meta["md5"]}
-    if download and not folder.exists():
-        _download(CIFAR10.url, root, CIFAR10.filename, CIFAR10.tgz_md5)
-    hint = (
-        "Download it (170 MB) with load_torchvision('cifar10', root, split, download=True)."
-        if not folder.exists()
-        else f"The folder is incomplete; delete {folder} and download again with download=True."
-    )
-    _require(folder, list(expected), "CIFAR-10", hint)
-    if verify:
-        _verify(folder, expected, "CIFAR-10")
+    folder = _prepare(CIFAR10, root, expected, "CIFAR-10", "170 MB", split, download, verify)
     images, labels = [], []
     for filename, _ in listed:
         with open(folder / filename, "rb") as f:
@@ -127,18 +144,9 @@ def _load_stl10(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.datasets import STL10
 
-    folder = root / STL10.base_folder
     expected = {f: md5 for f, md5 in STL10.train_list + STL10.test_list if f.startswith(split)}
-    if download and not folder.exists():
-        _download(STL10.url, root, STL10.filename, STL10.tgz_md5)  # 2.6 GB with unlabeled
-    hint = (
-        "Download it (2.6 GB) with load_torchvision('stl10', root, split, download=True)."
-        if not folder.exists()
-        else f"The folder is incomplete; delete {folder} and download again with download=True."
-    )
-    _require(folder, list(expected), "STL-10", hint)
-    if verify:
-        _verify(folder, expected, "STL-10")
+    # The archive is 2.6 GB because it includes the unlabeled split.
+    folder = _prepare(STL10, root, expected, "STL-10", "2.6 GB", split, download, verify)
     raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8)
     labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
     if raw.size != labels.size * 3 * 96 * 96:
