@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .validate import check_positive_int, check_tensor
+from .validate import check_images, check_positive_int
 
 
 def conv_bn_relu(in_chans: int, out_chans: int) -> nn.Sequential:
@@ -73,13 +73,8 @@ class SmallCNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, 4w) pooled features."""
-        x = check_tensor(x, "images", ndim=4, floating=True)
-        _, c, height, width = x.shape
-        if c != self.in_chans:
-            raise ValueError(
-                f"images have {c} channels but this SmallCNN expects in_chans={self.in_chans} "
-                f"(shape {tuple(x.shape)}; images are (B, C, H, W))"
-            )
+        x = check_images(x, self.in_chans, "this SmallCNN")
+        _, _, height, width = x.shape
         if height < 8 or width < 8:
             raise ValueError(
                 f"SmallCNN needs images of at least 8x8 pixels (it pools by 2 three times), "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .validate import check_divisible, check_positive_int, check_tensor
+from .validate import check_divisible, check_images, check_positive_int, check_tensor
 
 
 def _check_images(imgs: object, patch_size: int, name: str = "imgs") -> torch.Tensor:
@@ -139,13 +139,8 @@ class PatchEmbed(nn.Module):
 
     def check_input(self, x: object) -> torch.Tensor:
         """Check that ``x`` is a (B, C, img_size, img_size) float batch; return it."""
-        x = check_tensor(x, "images", ndim=4, floating=True)
-        _, c, height, width = x.shape
-        if c != self.in_chans:
-            raise ValueError(
-                f"images have {c} channels but this patch embedding expects in_chans="
-                f"{self.in_chans} (shape {tuple(x.shape)}; images are (B, C, H, W))"
-            )
+        x = check_images(x, self.in_chans, "this patch embedding")
+        _, _, height, width = x.shape
         if height != self.img_size or width != self.img_size:
             check_divisible(height, self.patch_size, "image size", "patch size")
             check_divisible(width, self.patch_size, "image width", "patch size")

@@ -64,3 +64,17 @@ def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {options}; got {value!r}")
+
+
+def check_images(x: object, in_chans: int, owner: str) -> torch.Tensor:
+    """Check ``x`` is a float (B, C, H, W) batch with ``in_chans`` channels; return it.
+
+    ``owner`` names what expects the images, e.g. "this SmallCNN".
+    """
+    x = check_tensor(x, "images", ndim=4, floating=True)
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"images have {x.shape[1]} channels but {owner} expects in_chans={in_chans} "
+            f"(shape {tuple(x.shape)}; images are (B, C, H, W))"
+        )
+    return x
