@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 FORMAT = "vfm_course/1"
@@ -140,21 +140,21 @@ def read_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
+        # One open: read the header first, so a foreign file is rejected before its tensors
+        # are loaded, then the tensors.
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
+            if header.get("format") != FORMAT:
+                raise CheckpointError(
+                    f"{path} is a safetensors file but not a vfm_course checkpoint "
+                    f"(format {header.get('format')!r}, expected {FORMAT!r})"
+                )
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or is not a safetensors file ({err}); "
             f"it was left untouched"
         ) from err
-    if header.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is a safetensors file but not a vfm_course checkpoint "
-            f"(format {header.get('format')!r}, expected {FORMAT!r})"
-        )
     out: dict[str, Any] = {
         "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
         "config": json.loads(header.get("config", "null")),

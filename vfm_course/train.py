@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import load_weights, read_checkpoint, save_checkpoint
 from .profile import pick_device
 from .validate import check_choice, check_positive_int
 
@@ -286,8 +286,6 @@ def fit(
 def _resume(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
 ) -> tuple[int, History]:
-    from .checkpoint import load_weights
-
     ckpt = read_checkpoint(path)
     if "train_state" not in ckpt or "optimizer" not in ckpt:
         raise ValueError(
