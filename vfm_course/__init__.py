@@ -10,11 +10,13 @@ Shape key (used in every docstring and shape comment in this package)::
     L  sequence length (tokens, N plus any CLS token)         S  key/value sequence length
     D  model width (embed_dim)    h  attention heads          d  head width (D // h)
     F  MLP hidden width           K  number of classes        T  text tokens
+    E  shared image-text embedding width (CLIP)               M  kept (visible) tokens (MAE)
 
 Modules, in dependency order: ``validate``, ``profile``, ``attention``, ``patches``,
 ``profiling``, ``pos_embed``, ``blocks``, ``vit``, ``cnn``, ``raster``, ``shapes``, ``scenes``,
-``data``, ``torchvision_data``, ``checkpoint``, ``train``,
-``metrics``, ``viz``, ``checks``, ``recipes``.
+``data``, ``torchvision_data``, ``checkpoint``, ``train``, ``metrics``, ``probe``,
+``augment``, ``contrastive``, ``text``, ``clip``, ``masking``, ``mae``, ``viz``, ``checks``,
+``recipes``.
 """
 
 __version__ = "0.1.0"

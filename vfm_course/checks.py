@@ -376,3 +376,233 @@ def check_sincos_pos_embed_2d(fn: Callable[[int, int], torch.Tensor]) -> bool:
         }
         _diagnose(exercise, out.float(), sincos_pos_embed_2d(D, G), wrong, f"for D={D}, grid={G}")
     return _passed("2-D sin-cos position embedding matches the reference (3 sizes)")
+
+
+# --- lesson 03: CLIP ---------------------------------------------------------------------------
+
+
+def check_clip_loss(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """Check ``fn(logits_per_image)``: (B, B) logits whose matching image-caption pairs lie on
+    the diagonal -> a scalar, the mean of the image->text and text->image cross-entropies."""
+    import torch.nn.functional as F
+
+    from .clip import clip_loss
+
+    ex = "check_clip_loss"
+    g = torch.Generator().manual_seed(404)
+    sizes = (5, 2, 8)  # B = 5 first: at B = 2 "summed over the batch" equals "added directions"
+    for B in sizes:
+        logits = 3 * _randn(g, B, B)
+        out = _expect_tensor(
+            ex,
+            _run(ex, fn, logits),
+            (),
+            "return one number (a 0-d tensor): cross_entropy's default reduction averages "
+            "over the batch",
+        )
+        diag, zeros = torch.arange(B), torch.zeros(B, dtype=torch.long)
+        i2t, t2i = F.cross_entropy(logits, diag), F.cross_entropy(logits.T, diag)
+        wrong = {
+            "only the image->text direction (cross-entropy over the rows of logits): CLIP's "
+            "loss is symmetric, so also take the cross-entropy of logits.T (text->image) and "
+            "average the two": i2t,
+            "only the text->image direction (logits.T): also take the image->text "
+            "cross-entropy over the rows of logits, and average the two": t2i,
+            "you added the two directions: take their mean, (loss_i2t + loss_t2i) / 2": i2t + t2i,
+            "you summed over the batch: average the cross-entropy over the B pairs "
+            "(reduction='mean', cross_entropy's default)": 0.5
+            * (
+                F.cross_entropy(logits, diag, reduction="sum")
+                + F.cross_entropy(logits.T, diag, reduction="sum")
+            ),
+            "the targets must be the diagonal: image i belongs with caption i, so "
+            "targets = torch.arange(B)": 0.5
+            * (F.cross_entropy(logits, zeros) + F.cross_entropy(logits.T, zeros)),
+            "cross_entropy applies log-softmax itself: pass it the raw logits, not "
+            "softmax probabilities": 0.5
+            * (
+                F.cross_entropy(logits.softmax(-1), diag)
+                + F.cross_entropy(logits.T.softmax(-1), diag)
+            ),
+        }
+        _diagnose(ex, out, clip_loss(logits), wrong, f"for a {B}x{B} logit matrix")
+    return _passed(f"the symmetric CLIP loss matches the reference for B = {sizes}")
+
+
+# --- lesson 04: masked autoencoders ------------------------------------------------------------
+
+
+def check_random_masking(fn: Callable[..., Any]) -> bool:
+    """Check ``fn(x, mask_ratio, noise)`` -> ``(kept, mask, ids_restore)``, MAE's random masking.
+
+    x (B, N, D), noise (B, N). The ``N - floor(N * mask_ratio)`` tokens with the *lowest* noise
+    are kept, in increasing-noise order: kept (B, N_keep, D); mask (B, N), 1 = removed, in the
+    original token order; ids_restore (B, N) = argsort(argsort(noise)).
+    """
+    from .masking import gather_tokens, num_kept, random_masking
+
+    ex = "check_random_masking"
+    g = torch.Generator().manual_seed(401)
+    cases = [(2, 16, 4, 0.75), (3, 20, 6, 0.5), (2, 25, 3, 0.6), (1, 8, 5, 0.25)]
+    for B, N, D, ratio in cases:
+        x, noise = _randn(g, B, N, D), torch.rand(B, N, generator=g)
+        keep = num_kept(N, ratio)
+        out = _run(ex, fn, x, ratio, noise)
+        if not (isinstance(out, tuple | list) and len(out) == 3):
+            _fail(ex, "return three things: (kept, mask, ids_restore)")
+        case = f"for x {(B, N, D)}, mask_ratio={ratio}"
+        kept, mask, ids_restore = out
+        if isinstance(kept, torch.Tensor) and kept.ndim == 3 and kept.shape[1] != keep:
+            _fail(
+                ex,
+                f"you kept {kept.shape[1]} tokens {case}; expected N - floor(N * mask_ratio) "
+                f"= {N} - {N - keep} = {keep}",
+                "the number kept is len_keep = N - int(N * mask_ratio): mask_ratio is the "
+                "fraction *removed*, and every sample keeps the same number",
+            )
+        kept = _expect_tensor(ex, kept, (B, keep, D), "kept is (B, N_keep, D)")
+        ref = random_masking(x, ratio, noise)
+        ids_shuffle = noise.argsort(dim=1)  # (B, N)
+        descending = noise.argsort(dim=1, descending=True)  # (B, N)
+        wrong = {
+            "you kept the tokens with the highest noise: keep the N_keep *lowest* "
+            "(ids_shuffle = argsort(noise) ascending, ids_keep = ids_shuffle[:, :N_keep])": (
+                gather_tokens(x, descending[:, :keep])
+            ),
+            "the kept tokens are in their original order; keep them in shuffled order "
+            "(gather x at ids_keep = ids_shuffle[:, :N_keep]), as MAE does": gather_tokens(
+                x, ids_shuffle[:, :keep].sort(dim=1).values
+            ),
+        }
+        _diagnose(ex, kept, ref.kept, wrong, f"in kept {case}")
+
+        ids_restore = _expect_tensor(ex, ids_restore, (B, N), "ids_restore is (B, N)")
+        wrong = {
+            "ids_restore equals ids_shuffle: you forgot the second argsort "
+            "(ids_restore = argsort(ids_shuffle), the inverse permutation)": ids_shuffle,
+        }
+        _diagnose(ex, ids_restore, ref.ids_restore, wrong, f"in ids_restore {case}")
+
+        mask = _expect_tensor(ex, mask, (B, N), "mask is (B, N), one entry per token")
+        shuffled_mask = (torch.arange(N) >= keep).float().expand(B, N)  # (B, N)
+        wrong = {
+            "the mask is still in shuffled order (zeros first): unshuffle it with "
+            "torch.gather(mask, 1, ids_restore) so mask[b, n] refers to token n": shuffled_mask,
+            "the mask is inverted: 0 = kept, 1 = removed (MAE's convention, so the loss "
+            "can multiply by it)": 1 - ref.mask,
+        }
+        _diagnose(ex, mask.float(), ref.mask, wrong, f"in mask {case}")
+    return _passed(f"random masking matches the reference on {len(cases)} shapes and ratios")
+
+
+def check_mae_loss(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(pred, target, mask)`` -> scalar: the per-patch MSE (mean over a patch's
+    pixels), averaged over the masked patches only. pred, target (B, N, P*P*C); mask (B, N)
+    with 1 = removed."""
+    ex = "check_mae_loss"
+    g = torch.Generator().manual_seed(402)
+    cases = [(2, 16, 12, 0.75), (3, 9, 4, 0.5), (1, 25, 48, 0.6)]
+    for B, N, K, ratio in cases:
+        pred, target = _randn(g, B, N, K), _randn(g, B, N, K)
+        # Per sample, a random ratio of the patches is masked (as random_masking makes them).
+        removed = round(N * ratio)
+        ranks = torch.rand(B, N, generator=g).argsort(dim=1).argsort(dim=1)  # (B, N)
+        mask = (ranks < removed).float()  # (B, N)
+        out = _expect_tensor(
+            ex, _run(ex, fn, pred, target, mask), (), "return one number (a 0-d tensor)"
+        )
+        per_patch = ((pred - target) ** 2).mean(dim=-1)  # (B, N)
+        expected = (per_patch * mask).sum() / mask.sum()
+        summed_pixels = (((pred - target) ** 2).sum(dim=-1) * mask).sum() / mask.sum()
+        wrong = {
+            "you averaged over all patches: only the masked ones count (visible patches were "
+            "seen by the encoder, so predicting them is copying): (loss * mask).sum() / "
+            "mask.sum()": per_patch.mean(),
+            "you averaged over the visible patches: mask is 1 where a patch was *removed*, "
+            "and those are the ones to score": (per_patch * (1 - mask)).sum() / (1 - mask).sum(),
+            "you summed the masked patches' errors: divide by the number of masked patches "
+            "(mask.sum()) to get a mean": (per_patch * mask).sum(),
+            "you summed the squared errors over everything: take the mean over each patch's "
+            "pixels, then average over the masked patches": (
+                ((pred - target) ** 2) * mask[..., None]
+            ).sum(),
+            "average each patch's squared error over its pixels (.mean(dim=-1)), don't "
+            "sum it": summed_pixels,
+        }
+        _diagnose(ex, out, expected, wrong, f"for pred {(B, N, K)}, {removed} of {N} masked")
+    return _passed(f"the MAE loss matches the reference on {len(cases)} shapes")
+
+
+# --- lesson 03: contrastive learning -----------------------------------------------------------
+
+
+def _nt_xent_variant(z1: torch.Tensor, z2: torch.Tensor, t: float, bug: str) -> torch.Tensor:
+    """NT-Xent with one known mistake (or none, ``bug=""``), for recognising it in answers."""
+    import torch.nn.functional as F
+
+    B = z1.shape[0]
+    z = torch.cat([z1, z2])  # (2B, D)
+    if bug != "no_normalize":
+        z = F.normalize(z, dim=1)
+    scale = {"multiply": t, "ignore": 1.0}.get(bug, 1 / t)
+    sim = z @ z.T * scale  # (2B, 2B)
+    partner = torch.cat([torch.arange(B) + B, torch.arange(B)])  # (2B,) row i's other view
+    if bug == "clip":  # only the other view's images as candidates: B-way, both directions
+        cross, labels = sim[:B, B:], torch.arange(B)  # (B, B) z1-to-z2 similarities
+        return (F.cross_entropy(cross, labels) + F.cross_entropy(cross.T, labels)) / 2
+    if bug != "self":
+        sim = sim.masked_fill(torch.eye(2 * B, dtype=torch.bool), float("-inf"))
+    losses = F.cross_entropy(sim, partner, reduction="none")  # (2B,)
+    if bug == "one_direction":
+        return losses[:B].mean()
+    return losses.sum() if bug == "sum" else losses.mean()
+
+
+def check_nt_xent(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(z1, z2, temperature)`` -> the scalar NT-Xent loss of SimCLR.
+
+    z1, z2 (B, D) are the two views' embeddings (row i of each from the same image); the loss is
+    the mean over all 2B views of the cross-entropy of picking the partner among the 2B-1 other
+    views, with cosine similarities divided by ``temperature``.
+    """
+    from .contrastive import nt_xent_loss
+
+    ex = "check_nt_xent"
+    g = torch.Generator().manual_seed(303)
+    cases = [(4, 8, 0.5), (2, 16, 0.1), (7, 5, 0.2)]
+    for B, D, t in cases:
+        # Rows of different lengths, so an answer that skips the L2-normalisation shows.
+        scale = 0.5 + 2 * torch.rand(2, B, 1, generator=g)
+        z1, z2 = _randn(g, B, D) * scale[0], _randn(g, B, D) * scale[1]
+        out = _expect_tensor(
+            ex,
+            _run(ex, fn, z1, z2, t),
+            (),
+            "return one number, the mean loss (shape ()); F.cross_entropy averages by default",
+        )
+        wrong = {
+            "did you forget to L2-normalise the embeddings? the similarity is the cosine: "
+            "F.normalize(z, dim=1) before the matmul": _nt_xent_variant(z1, z2, t, "no_normalize"),
+            "each view's similarity with itself is still a candidate (a 2B-way "
+            "classification): remove the diagonal, or fill it with -inf before the "
+            "cross-entropy": _nt_xent_variant(z1, z2, t, "self"),
+            "divide the similarities by the temperature, don't multiply": _nt_xent_variant(
+                z1, z2, t, "multiply"
+            ),
+            "the temperature seems to be ignored: divide the cosine similarities by "
+            "it": _nt_xent_variant(z1, z2, t, "ignore"),
+            "only the B views of z1 are anchors: every one of the 2B views (z2's too) must "
+            "find its partner, and the loss averages over all 2B": _nt_xent_variant(
+                z1, z2, t, "one_direction"
+            ),
+            "only the other view's images are candidates (a B-way, CLIP-style loss): in "
+            "SimCLR the negatives are all 2B-2 other views, from z1 and z2": _nt_xent_variant(
+                z1, z2, t, "clip"
+            ),
+            "average the loss over the 2B views instead of summing it": _nt_xent_variant(
+                z1, z2, t, "sum"
+            ),
+        }
+        case = f"for B={B}, D={D}, temperature={t}"
+        _diagnose(ex, out, nt_xent_loss(z1, z2, t), wrong, case)
+    return _passed(f"NT-Xent matches the reference on {len(cases)} batch sizes and temperatures")

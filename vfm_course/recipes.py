@@ -33,8 +33,22 @@ from .checkpoint import (
     save_checkpoint,
     sha256_file,
 )
+from .clip import (
+    CLIP,
+    CLIP_PRESETS,
+    CLIPConfig,
+    clip_loss_fn,
+    load_caption_data,
+    zero_shot_predict,
+    zero_shot_weights,
+)
+from .contrastive import SIMCLR_PRESETS, SimCLR, SimCLRConfig, simclr_loss_fn
 from .data import BatchLoader, load_digits, load_shapes
+from .mae import MAE_PRESETS, MAEConfig, MaskedAutoencoder, mae_loss_fn
 from .metrics import evaluate_classifier
+from .probe import extract_features, knn_accuracy, linear_probe
+from .shapes import COLOUR_NAMES, SHAPE_CLASSES
+from .text import Tokenizer
 from .train import TrainConfig, fit
 from .vit import VisionTransformer, ViTConfig, vit_config
 
@@ -127,11 +141,127 @@ def train_classifier(recipe: ClassifierRecipe, progress: bool = True) -> tuple[n
     return model.cpu(), results
 
 
-RECIPES: dict[str, ClassifierRecipe] = {
+# --- self-supervised and image-text pretraining ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """Pretraining of a tiny encoder on the shapes world without class labels.
+
+    ``method`` is "mae" (masked autoencoder), "simclr" (contrastive, two augmented views) or
+    "clip" (images against their captions); ``preset`` names a config in that method's presets
+    table. Labels are used only afterwards, to *measure* the frozen encoder (linear probe and
+    k-NN on the test split; zero-shot accuracy for CLIP).
+    """
+
+    method: str
+    preset: str
+    steps: int
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    n_train: int = 20_000
+    n_test: int = 2_000
+    seed: int = 0
+
+
+_PRETRAIN = {
+    # method -> (presets table, model class, loss function factory)
+    "mae": (MAE_PRESETS, MaskedAutoencoder, mae_loss_fn),
+    "simclr": (SIMCLR_PRESETS, SimCLR, simclr_loss_fn),
+    "clip": (CLIP_PRESETS, CLIP, clip_loss_fn),
+}
+
+
+def backbone(model: nn.Module) -> VisionTransformer:
+    """The image encoder inside a pretrained model (MAE/SimCLR ``encoder``, CLIP ``visual``)."""
+    if isinstance(model, VisionTransformer):
+        return model
+    for name in ("encoder", "visual"):
+        if isinstance(getattr(model, name, None), VisionTransformer):
+            return getattr(model, name)
+    raise TypeError(f"{type(model).__name__} has no ViT image encoder (encoder or visual)")
+
+
+def probe_encoder(
+    encoder: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, float]:
+    """Linear-probe and 20-NN test accuracy of a frozen encoder's pooled features."""
+    f_train = extract_features(encoder, train[0])
+    f_test = extract_features(encoder, test[0])
+    probe = linear_probe(f_train, train[1], f_test, test[1])
+    return {
+        "probe_acc": round(probe.test_acc, 4),
+        "knn_acc": round(knn_accuracy(f_train, train[1], f_test, test[1], k=20), 4),
+    }
+
+
+def zero_shot_accuracy(model: CLIP, images: torch.Tensor, labels: torch.Tensor, words) -> float:
+    """Zero-shot accuracy of a CLIP on ``images`` with the prompt "a photo of a {word}"."""
+    weights = zero_shot_weights(model, Tokenizer(), list(words))
+    return (zero_shot_predict(model, images, weights) == labels).float().mean().item()
+
+
+def pretrain(recipe: PretrainRecipe, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Run a :class:`PretrainRecipe`; return the model (CPU, eval) and its measured results."""
+    presets, model_cls, loss_factory = _PRETRAIN[recipe.method]
+    if recipe.method == "clip":
+        data = load_caption_data("train", recipe.n_train)
+        test = load_caption_data("test", recipe.n_test)
+        x_train, y_train, inputs = data.images, data.labels, data.tokens
+        x_test, y_test = test.images, test.labels
+    else:
+        x_train, y_train = load_shapes("train", recipe.n_train)
+        x_test, y_test = load_shapes("test", recipe.n_test)
+        inputs = y_train  # ignored by the self-supervised losses
+    torch.manual_seed(recipe.seed)
+    model = model_cls(presets[recipe.preset])
+    loader = BatchLoader(x_train, inputs, recipe.batch_size, shuffle=True, seed=recipe.seed)
+    history = fit(
+        model,
+        loss_factory(),
+        loader,
+        TrainConfig(
+            steps=recipe.steps,
+            lr=recipe.lr,
+            weight_decay=recipe.weight_decay,
+            warmup_steps=recipe.warmup_steps,
+            seed=recipe.seed,
+            log_every=50,
+            progress=progress,
+            desc=f"recipe {recipe.method} {recipe.preset}",
+        ),
+    )
+    model = model.cpu().eval()
+    results = {
+        "train_seconds": round(history.seconds, 1),
+        "threads": torch.get_num_threads(),
+        "loss_steps": history.steps,
+        "loss": [round(v, 4) for v in history.loss],
+        **probe_encoder(backbone(model), (x_train, y_train), (x_test, y_test)),
+    }
+    if recipe.method == "clip":
+        results["zero_shot_shape_acc"] = round(
+            zero_shot_accuracy(model, x_test, y_test, SHAPE_CLASSES), 4
+        )
+        results["zero_shot_colour_acc"] = round(
+            zero_shot_accuracy(model, x_test, test.colours, COLOUR_NAMES), 4
+        )
+    return model, results
+
+
+RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     # Real handwriting, 8x8: the course ViT learns it in about half a minute on one core.
     "vit_digits": ClassifierRecipe(
         preset="vit_course_digits", dataset="digits", steps=1500, batch_size=64, lr=2e-3
     ),
+    # The three pretrained tiny encoders of lessons 03-06 (same ViT backbone, three objectives).
+    "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=3000, lr=1.5e-3),
+    "simclr_shapes": PretrainRecipe("simclr", "simclr_course_tiny", steps=3000, lr=1e-3),
+    "clip_shapes": PretrainRecipe("clip", "clip_course_tiny", steps=3000, lr=1e-3),
 }
 
 
@@ -141,6 +271,12 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     if kind == "ViTConfig":
         fields = {k: v for k, v in config.items() if k != "__type__"}
         return VisionTransformer(ViTConfig(**fields))
+    if kind == "MAEConfig":
+        return MaskedAutoencoder(MAEConfig.from_dict(config))
+    if kind == "SimCLRConfig":
+        return SimCLR(SimCLRConfig.from_dict(config))
+    if kind == "CLIPConfig":
+        return CLIP(CLIPConfig.from_dict(config))
     raise CheckpointError(f"don't know how to build a model from a config of type {kind!r}")
 
 
@@ -156,6 +292,13 @@ def load_course_model(name: str) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), ckpt["metadata"]
 
 
+def load_course_encoder(name: str) -> tuple[VisionTransformer, dict[str, Any]]:
+    """The pretrained image encoder of shipped checkpoint ``name`` (a ViT backbone with
+    ``num_classes=0``, eval mode) and the checkpoint's metadata."""
+    model, meta = load_course_model(name)
+    return backbone(model), meta
+
+
 def run_recipe(
     name: str, steps: int | None = None, out: str | None = None, force: bool = False
 ) -> Path:
@@ -169,7 +312,10 @@ def run_recipe(
     recipe = RECIPES[name]
     if steps is not None:
         recipe = replace(recipe, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
-    model, results = train_classifier(recipe)
+    if isinstance(recipe, PretrainRecipe):
+        model, results = pretrain(recipe)
+    else:
+        model, results = train_classifier(recipe)
     meta = {"recipe": name, "settings": asdict(recipe), **results}
     config = model.cfg if hasattr(model, "cfg") else None
     save_checkpoint(path, model, config, metadata=meta)

@@ -1,0 +1,87 @@
+"""Lesson 04 checkers pass the reference and fail known-wrong answers with the right hint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vfm_course.checks import check_mae_loss, check_random_masking
+from vfm_course.masking import num_kept
+
+
+def reference_masking(x, mask_ratio, noise, *, bug: str | None = None):
+    """MAE's random_masking, optionally with one known mistake."""
+    B, N, D = x.shape
+    keep = num_kept(N, mask_ratio)
+    if bug == "wrong_count":
+        keep = int(N * mask_ratio)  # the number to remove, not to keep
+    ids_shuffle = torch.argsort(noise, dim=1, descending=bug == "highest")
+    ids_restore = ids_shuffle if bug == "no_second_argsort" else torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :keep]
+    if bug == "original_order":
+        ids_keep = ids_keep.sort(dim=1).values
+    kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, D))  # (B, N_keep, D)
+    mask = torch.ones(B, N)
+    mask[:, :keep] = 0
+    if bug != "shuffled_mask":
+        mask = torch.gather(mask, 1, ids_restore)
+    if bug == "inverted_mask":
+        mask = 1 - mask
+    return kept, mask, ids_restore
+
+
+def unfinished(*args):
+    raise NotImplementedError
+
+
+def test_random_masking_checker(capsys) -> None:
+    assert check_random_masking(reference_masking)
+    assert capsys.readouterr().out.startswith("✓")
+    hints = {
+        "wrong_count": "you kept 12 tokens .* expected .* = 4",
+        "highest": "highest noise",
+        "original_order": "original order",
+        "no_second_argsort": "forgot the second argsort",
+        "shuffled_mask": "still in shuffled order",
+        "inverted_mask": "mask is inverted",
+    }
+    for bug, hint in hints.items():
+        with pytest.raises(AssertionError, match=hint):
+            check_random_masking(lambda x, r, n, bug=bug: reference_masking(x, r, n, bug=bug))
+    with pytest.raises(AssertionError, match="return three things"):
+        check_random_masking(lambda x, r, n: reference_masking(x, r, n)[:2])
+    with pytest.raises(AssertionError, match="not finished"):
+        check_random_masking(unfinished)
+    with pytest.raises(AssertionError, match="raised IndexError"):
+        check_random_masking(lambda x, r, n: x[:, :, 99])
+
+
+def reference_loss(pred, target, mask):
+    per_patch = ((pred - target) ** 2).mean(dim=-1)  # (B, N)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+def test_mae_loss_checker(capsys) -> None:
+    assert check_mae_loss(reference_loss)
+    assert capsys.readouterr().out.startswith("✓")
+    per_patch = lambda p, t: ((p - t) ** 2).mean(dim=-1)
+    wrong = {
+        "averaged over all patches": lambda p, t, m: per_patch(p, t).mean(),
+        "averaged over the visible patches": lambda p, t, m: (
+            (per_patch(p, t) * (1 - m)).sum() / (1 - m).sum()
+        ),
+        "summed the masked patches": lambda p, t, m: (per_patch(p, t) * m).sum(),
+        "summed the squared errors over everything": lambda p, t, m: (
+            ((p - t) ** 2) * m[..., None]
+        ).sum(),
+        r"\.mean\(dim=-1\)\), don't sum": lambda p, t, m: (
+            (((p - t) ** 2).sum(-1) * m).sum() / m.sum()
+        ),
+        "wrong values": lambda p, t, m: reference_loss(p, t, m) * 1.1,
+        "return one number": lambda p, t, m: per_patch(p, t),
+    }
+    for hint, fn in wrong.items():
+        with pytest.raises(AssertionError, match=hint):
+            check_mae_loss(fn)
+    with pytest.raises(AssertionError, match="not finished"):
+        check_mae_loss(unfinished)
