@@ -33,7 +33,7 @@ from .shapes import (
     generate_shapes,
 )
 from .text import TextConfig, TextTransformer, Tokenizer, build_vocab
-from .validate import check_choice, check_positive_int, check_tensor
+from .validate import check_choice, check_positive_int, check_tensor, resolve_config
 from .vit import VisionTransformer, ViTConfig, vit_config
 
 # --- the two towers ----------------------------------------------------------------------------
@@ -97,14 +97,7 @@ class CLIP(nn.Module):
 
     def __init__(self, cfg: CLIPConfig | str) -> None:
         super().__init__()
-        if isinstance(cfg, str):
-            if cfg not in CLIP_PRESETS:
-                raise ValueError(
-                    f"unknown CLIP preset {cfg!r}; the presets are: {', '.join(CLIP_PRESETS)}"
-                )
-            cfg = CLIP_PRESETS[cfg]
-        if not isinstance(cfg, CLIPConfig):
-            raise TypeError(f"cfg must be a CLIPConfig or a preset name, got {type(cfg).__name__}")
+        cfg = resolve_config(cfg, CLIP_PRESETS, CLIPConfig, "CLIP")
         self.cfg = cfg
         self.visual = VisionTransformer(cfg.image)
         self.text = TextTransformer(cfg.text)

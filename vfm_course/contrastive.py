@@ -23,7 +23,7 @@ from torch import nn
 
 from .augment import AugmentConfig, two_views
 from .checkpoint import config_from_dict
-from .validate import check_positive_int, check_tensor
+from .validate import check_positive_int, check_tensor, resolve_config
 from .vit import VisionTransformer, ViTConfig, vit_config
 
 # ----------------------------------------------------------------------------- the loss
@@ -141,7 +141,10 @@ class SimCLRConfig:
 
 
 SIMCLR_PRESETS: dict[str, SimCLRConfig] = {
-    "simclr_course_tiny": SimCLRConfig(encoder=vit_config("vit_course_tiny", num_classes=0)),
+    "simclr_course_tiny": SimCLRConfig(
+        encoder=vit_config("vit_course_tiny", num_classes=0),
+        augment=AugmentConfig(crop_scale=(0.5, 1.0)),
+    ),
 }
 
 
@@ -155,14 +158,7 @@ class SimCLR(nn.Module):
 
     def __init__(self, cfg: SimCLRConfig | str) -> None:
         super().__init__()
-        if isinstance(cfg, str):
-            if cfg not in SIMCLR_PRESETS:
-                raise ValueError(
-                    f"unknown SimCLR preset {cfg!r}; the presets are: {', '.join(SIMCLR_PRESETS)}"
-                )
-            cfg = SIMCLR_PRESETS[cfg]
-        if not isinstance(cfg, SimCLRConfig):
-            raise TypeError(f"cfg must be a SimCLRConfig, got {type(cfg).__name__}")
+        cfg = resolve_config(cfg, SIMCLR_PRESETS, SimCLRConfig, "SimCLR")
         self.cfg = cfg
         self.encoder = VisionTransformer(cfg.encoder)
         self.projector = ProjectionHead(cfg.encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_dim)

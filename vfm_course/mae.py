@@ -31,7 +31,7 @@ from .checkpoint import config_from_dict
 from .masking import check_mask_ratio, num_kept, random_masking, unshuffle
 from .patches import patchify, unpatchify
 from .pos_embed import sincos_pos_embed_2d
-from .validate import check_positive_int, check_tensor
+from .validate import check_positive_int, check_tensor, resolve_config
 from .vit import VisionTransformer, ViTConfig, vit_config
 
 # MAE's epsilon in the per-patch normalisation (keeps flat, single-colour patches finite).
@@ -110,14 +110,7 @@ class MaskedAutoencoder(nn.Module):
 
     def __init__(self, cfg: MAEConfig | str) -> None:
         super().__init__()
-        if isinstance(cfg, str):
-            if cfg not in MAE_PRESETS:
-                raise ValueError(
-                    f"unknown MAE preset {cfg!r}; the presets are: {', '.join(MAE_PRESETS)}"
-                )
-            cfg = MAE_PRESETS[cfg]
-        if not isinstance(cfg, MAEConfig):
-            raise TypeError(f"cfg must be an MAEConfig or a preset name, got {type(cfg).__name__}")
+        cfg = resolve_config(cfg, MAE_PRESETS, MAEConfig, "MAE")
         self.cfg = cfg
         enc = cfg.encoder
         dd = cfg.decoder_embed_dim

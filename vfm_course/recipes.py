@@ -47,7 +47,7 @@ from .data import BatchLoader, load_digits, load_shapes
 from .mae import MAE_PRESETS, MAEConfig, MaskedAutoencoder, mae_loss_fn
 from .metrics import evaluate_classifier
 from .probe import extract_features, knn_accuracy, linear_probe
-from .shapes import COLOUR_NAMES, SHAPE_CLASSES
+from .shapes import CLEAN_WORLD, COLOUR_NAMES, SHAPE_CLASSES, ShapesConfig
 from .text import Tokenizer
 from .train import TrainConfig, fit
 from .vit import VisionTransformer, ViTConfig, vit_config
@@ -68,6 +68,7 @@ class ClassifierRecipe:
     n_train: int = 40_000  # shapes only; digits uses its fixed 80/20 split
     n_test: int = 2_000
     seed: int = 0
+    world: ShapesConfig = ShapesConfig()  # shapes only: which shapes world
 
 
 def random_flip_shift(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
@@ -104,8 +105,29 @@ def load_dataset(recipe: ClassifierRecipe, split: str) -> tuple[torch.Tensor, to
     if recipe.dataset == "digits":
         return load_digits(split)
     if recipe.dataset == "shapes":
-        return load_shapes(split, recipe.n_train if split == "train" else recipe.n_test)
+        n = recipe.n_train if split == "train" else recipe.n_test
+        return load_shapes(split, n, recipe.world)
     raise ValueError(f"dataset must be 'shapes' or 'digits', got {recipe.dataset!r}")
+
+
+def _train_config(
+    recipe: ClassifierRecipe | PretrainRecipe,
+    desc: str,
+    progress: bool,
+    eval_every: int | None = None,
+) -> TrainConfig:
+    """The engine settings every recipe shares, filled from the recipe's own fields."""
+    return TrainConfig(
+        steps=recipe.steps,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup_steps=recipe.warmup_steps,
+        seed=recipe.seed,
+        log_every=50,
+        eval_every=eval_every,
+        progress=progress,
+        desc=desc,
+    )
 
 
 def train_classifier(recipe: ClassifierRecipe, progress: bool = True) -> tuple[nn.Module, dict]:
@@ -119,16 +141,11 @@ def train_classifier(recipe: ClassifierRecipe, progress: bool = True) -> tuple[n
         model,
         classification_loss(random_flip_shift if recipe.augment else None),
         loader,
-        TrainConfig(
-            steps=recipe.steps,
-            lr=recipe.lr,
-            weight_decay=recipe.weight_decay,
-            warmup_steps=recipe.warmup_steps,
-            seed=recipe.seed,
-            log_every=50,
+        _train_config(
+            recipe,
+            f"recipe {recipe.preset} on {recipe.dataset}",
+            progress,
             eval_every=max(1, recipe.steps // 6),
-            progress=progress,
-            desc=f"recipe {recipe.preset} on {recipe.dataset}",
         ),
         eval_fn=lambda m: evaluate_classifier(m, x_test, y_test),
     )
@@ -164,6 +181,7 @@ class PretrainRecipe:
     n_train: int = 20_000
     n_test: int = 2_000
     seed: int = 0
+    world: ShapesConfig = CLEAN_WORLD
 
 
 _PRETRAIN = {
@@ -209,13 +227,13 @@ def pretrain(recipe: PretrainRecipe, progress: bool = True) -> tuple[nn.Module, 
     """Run a :class:`PretrainRecipe`; return the model (CPU, eval) and its measured results."""
     presets, model_cls, loss_factory = _PRETRAIN[recipe.method]
     if recipe.method == "clip":
-        data = load_caption_data("train", recipe.n_train)
-        test = load_caption_data("test", recipe.n_test)
+        data = load_caption_data("train", recipe.n_train, recipe.world)
+        test = load_caption_data("test", recipe.n_test, recipe.world)
         x_train, y_train, inputs = data.images, data.labels, data.tokens
         x_test, y_test = test.images, test.labels
     else:
-        x_train, y_train = load_shapes("train", recipe.n_train)
-        x_test, y_test = load_shapes("test", recipe.n_test)
+        x_train, y_train = load_shapes("train", recipe.n_train, recipe.world)
+        x_test, y_test = load_shapes("test", recipe.n_test, recipe.world)
         inputs = y_train  # ignored by the self-supervised losses
     torch.manual_seed(recipe.seed)
     model = model_cls(presets[recipe.preset])
@@ -224,16 +242,7 @@ def pretrain(recipe: PretrainRecipe, progress: bool = True) -> tuple[nn.Module, 
         model,
         loss_factory(),
         loader,
-        TrainConfig(
-            steps=recipe.steps,
-            lr=recipe.lr,
-            weight_decay=recipe.weight_decay,
-            warmup_steps=recipe.warmup_steps,
-            seed=recipe.seed,
-            log_every=50,
-            progress=progress,
-            desc=f"recipe {recipe.method} {recipe.preset}",
-        ),
+        _train_config(recipe, f"recipe {recipe.method} {recipe.preset}", progress),
     )
     model = model.cpu().eval()
     results = {
@@ -258,10 +267,16 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     "vit_digits": ClassifierRecipe(
         preset="vit_course_digits", dataset="digits", steps=1500, batch_size=64, lr=2e-3
     ),
+    # Supervised reference for the self-supervised lessons, on the same clean world they use.
+    "vit_shapes": ClassifierRecipe(
+        preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=CLEAN_WORLD
+    ),
     # The three pretrained tiny encoders of lessons 03-06 (same ViT backbone, three objectives).
-    "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=3000, lr=1.5e-3),
-    "simclr_shapes": PretrainRecipe("simclr", "simclr_course_tiny", steps=3000, lr=1e-3),
-    "clip_shapes": PretrainRecipe("clip", "clip_course_tiny", steps=3000, lr=1e-3),
+    "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=5000, warmup_steps=200),
+    "simclr_shapes": PretrainRecipe(
+        "simclr", "simclr_course_tiny", steps=2500, batch_size=64, warmup_steps=200
+    ),
+    "clip_shapes": PretrainRecipe("clip", "clip_course_tiny", steps=3000, warmup_steps=200),
 }
 
 

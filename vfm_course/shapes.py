@@ -168,6 +168,13 @@ class ShapesData:
 # --- words --------------------------------------------------------------------------------------
 
 
+# The pretraining world of lessons 03-06: the same shapes on plain grey backgrounds, without
+# clutter strokes or pixel noise. Self-supervised objectives learn whatever lets them solve
+# their own task: two views of a default-world image share its clutter strokes and background
+# pattern, which identify the image without saying anything about its shape.
+CLEAN_WORLD = ShapesConfig(background="plain", noise_std=0.0, clutter=0)
+
+
 def size_word(size: float, config: ShapesConfig) -> str:
     """'small' below the middle of ``config.size_range`` (``size`` in pixels), else 'large'."""
     middle = 0.5 * sum(config.size_range) * config.image_size

@@ -6,7 +6,8 @@ Every public function of the package calls these on what it is given. They raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -78,3 +79,19 @@ def check_images(x: object, in_chans: int, owner: str) -> torch.Tensor:
             f"(shape {tuple(x.shape)}; images are (B, C, H, W))"
         )
     return x
+
+
+def resolve_config(cfg: object, presets: Mapping[str, Any], cls: type, what: str) -> Any:
+    """A model's config from ``cfg``: an instance of ``cls``, or the name of one of ``presets``.
+
+    ``what`` names the model family in errors ("MAE", "SimCLR", ...).
+    """
+    if isinstance(cfg, str):
+        if cfg not in presets:
+            raise ValueError(
+                f"unknown {what} preset {cfg!r}; the presets are: {', '.join(presets)}"
+            )
+        cfg = presets[cfg]
+    if not isinstance(cfg, cls):
+        raise TypeError(f"cfg must be a {cls.__name__} or a preset name, got {type(cfg).__name__}")
+    return cfg

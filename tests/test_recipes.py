@@ -1,0 +1,96 @@
+"""Recipes: stored configs rebuild the right model, pretraining runs end to end, shipped
+checkpoints verify and load, and nothing is overwritten without --force."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from vfm_course.checkpoint import CheckpointError, read_checkpoint, read_manifest, save_checkpoint
+from vfm_course.clip import CLIP, CLIP_PRESETS
+from vfm_course.contrastive import SIMCLR_PRESETS, SimCLR
+from vfm_course.mae import MAE_PRESETS, MaskedAutoencoder
+from vfm_course.recipes import (
+    RECIPES,
+    PretrainRecipe,
+    backbone,
+    build_model,
+    load_course_encoder,
+    load_course_model,
+    pretrain,
+    run_recipe,
+)
+from vfm_course.vit import VisionTransformer, vit_config
+
+MODELS = {
+    "vit": lambda: VisionTransformer(vit_config("vit_course_digits")),
+    "mae": lambda: MaskedAutoencoder(MAE_PRESETS["mae_course_tiny"]),
+    "simclr": lambda: SimCLR(SIMCLR_PRESETS["simclr_course_tiny"]),
+    "clip": lambda: CLIP(CLIP_PRESETS["clip_course_tiny"]),
+}
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_stored_config_rebuilds_the_same_model(kind, tmp_path):
+    torch.manual_seed(0)
+    model = MODELS[kind]().eval()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, model.cfg)
+    ckpt = read_checkpoint(path)
+    rebuilt = build_model(ckpt["config"])
+    assert type(rebuilt) is type(model) and rebuilt.cfg == model.cfg
+    rebuilt.load_state_dict(ckpt["model"], strict=True)
+    x = torch.rand(2, *((1, 8, 8) if kind == "vit" else (3, 32, 32)))
+    with torch.no_grad():
+        enc_a, enc_b = backbone(model), backbone(rebuilt.eval())
+        torch.testing.assert_close(enc_a(x), enc_b(x), atol=0, rtol=0)
+
+
+def test_unknown_config_type_is_explained():
+    with pytest.raises(CheckpointError, match="don't know how to build"):
+        build_model({"__type__": "ResNetConfig"})
+
+
+def test_backbone_rejects_models_without_a_vit():
+    with pytest.raises(TypeError, match="no ViT image encoder"):
+        backbone(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("method", ["mae", "simclr", "clip"])
+def test_pretraining_runs_end_to_end_and_measures_the_encoder(method):
+    name = {"mae": "mae_shapes", "simclr": "simclr_shapes", "clip": "clip_shapes"}[method]
+    recipe = replace(RECIPES[name], steps=2, warmup_steps=0, batch_size=16, n_train=64, n_test=40)
+    assert isinstance(recipe, PretrainRecipe) and recipe.method == method
+    torch.manual_seed(0)
+    model, results = pretrain(recipe, progress=False)
+    assert not model.training
+    assert backbone(model).cfg.num_classes == 0
+    for key in ("probe_acc", "knn_acc"):
+        assert 0.0 <= results[key] <= 1.0
+    assert len(results["loss"]) == len(results["loss_steps"]) >= 1
+    if method == "clip":
+        assert 0.0 <= results["zero_shot_shape_acc"] <= 1.0
+        assert 0.0 <= results["zero_shot_colour_acc"] <= 1.0
+
+
+def test_run_recipe_never_overwrites_without_force(tmp_path):
+    out = tmp_path / "mine.safetensors"
+    out.write_bytes(b"my own file")
+    with pytest.raises(FileExistsError, match="--force"):
+        run_recipe("vit_digits", steps=1, out=str(out))
+    assert out.read_bytes() == b"my own file"
+    with pytest.raises(ValueError, match="unknown recipe"):
+        run_recipe("no_such_recipe")
+
+
+def test_every_recipe_has_a_shipped_checkpoint_that_verifies_and_loads():
+    manifest = read_manifest()["checkpoints"]
+    assert sorted(manifest) == sorted(RECIPES)
+    for name in RECIPES:
+        model, meta = load_course_model(name)  # sha256-verified against the manifest
+        assert meta["recipe"] == name and not model.training
+        if isinstance(RECIPES[name], PretrainRecipe):
+            encoder, _ = load_course_encoder(name)
+            assert isinstance(encoder, VisionTransformer) and encoder.cfg.num_classes == 0
+            assert meta["settings"]["steps"] == RECIPES[name].steps
