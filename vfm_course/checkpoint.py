@@ -35,7 +35,7 @@ class CheckpointError(RuntimeError):
 
 def data_dir() -> Path:
     """The course's ``data/`` folder: ``$VFM_DATA_DIR`` if set, else the repository's."""
-    if "VFM_DATA_DIR" in os.environ:
+    if os.environ.get("VFM_DATA_DIR"):  # set and not empty
         return Path(os.environ["VFM_DATA_DIR"])
     return Path(__file__).resolve().parent.parent / "data"
 

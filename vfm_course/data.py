@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .checkpoint import sha256_file
+from .checkpoint import data_dir, sha256_file
 from .profile import Profile
 from .shapes import ShapesConfig, generate_shapes
 from .torchvision_data import DatasetFileError, load_torchvision
 from .validate import check_choice, check_positive_int, check_tensor
 
-_DATA_DIR = Path(os.environ.get("VFM_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+_DATA_DIR = data_dir()
 CACHE_DIR = _DATA_DIR / "cache"  # generated data (git-ignored); $VFM_DATA_DIR moves it
 DOWNLOAD_DIR = _DATA_DIR / "downloads"  # torchvision downloads (git-ignored)
 SPLIT_SEEDS = {"train": 10_007, "test": 20_011}  # fixed and far from the seeds people type

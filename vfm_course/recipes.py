@@ -272,7 +272,7 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
         preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=CLEAN_WORLD
     ),
     # The three pretrained tiny encoders of lessons 03-06 (same ViT backbone, three objectives).
-    "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=5000, warmup_steps=200),
+    "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=2000, warmup_steps=200),
     "simclr_shapes": PretrainRecipe(
         "simclr", "simclr_course_tiny", steps=2500, batch_size=64, warmup_steps=200
     ),
