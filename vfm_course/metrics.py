@@ -42,12 +42,14 @@ def predict(
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model.eval()
-    outs = [
-        model(images[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    if was_training:
-        model.train()
+    try:
+        outs = [
+            model(images[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    finally:  # restore the mode even when the model raises
+        if was_training:
+            model.train()
     return torch.cat(outs)
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .metrics import predict
 from .validate import check_positive_int, check_tensor
 
 _KNN_CHUNK = 1024  # test rows per similarity block: memory stays (chunk, n_train)
@@ -46,25 +47,14 @@ def extract_features(
     check_positive_int(batch_size, "batch_size")
     if len(images) == 0:
         raise ValueError("images is empty: there is nothing to extract features from")
-    if device is None:
-        first = next(iter(encoder.parameters()), None)
-        device = first.device if first is not None else torch.device("cpu")
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        chunks = []
-        for start in range(0, len(images), batch_size):
-            out = encoder(images[start : start + batch_size].to(device))
-            if not isinstance(out, torch.Tensor) or out.ndim != 2:
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(
-                    f"the encoder must map images (B, C, H, W) to features (B, D), but it "
-                    f"returned {got}; for a VisionTransformer build it with num_classes=0"
-                )
-            chunks.append(out.float().cpu())
-    finally:
-        encoder.train(was_training)
-    return torch.cat(chunks)  # (n, D)
+    features = predict(encoder, images, batch_size, device)  # eval mode, no grad, CPU float32
+    if features.ndim != 2:
+        raise ValueError(
+            f"the encoder must map images (B, C, H, W) to features (B, D), but it returned "
+            f"{tuple(features.shape[1:])} per image; for a VisionTransformer build it with "
+            f"num_classes=0"
+        )
+    return features  # (n, D)
 
 
 # ----------------------------------------------------------------------------- input checks
