@@ -217,7 +217,8 @@ def test_config_round_trips_through_dict_and_json() -> None:
         assert MAEConfig.from_dict({"__type__": "MAEConfig", **d}) == cfg
     with pytest.raises(ValueError, match=r"unknown field\(s\) \[.decoder_width.\]"):
         MAEConfig.from_dict({**d, "decoder_width": 3})
-    with pytest.raises(ValueError, match=r"encoder config does not fit ViTConfig: unknown field\(s\) \[.heads.\]"):
+    nested = r"encoder config does not fit ViTConfig: unknown field\(s\) \[.heads.\]"
+    with pytest.raises(ValueError, match=nested):
         MAEConfig.from_dict({**d, "encoder": {**d["encoder"], "heads": 3}})
 
 
