@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-          --nbval-cell-timeout=600
+          --nbval-cell-timeout=1200
 # Two workers: one notebook per worker (loadfile keeps a notebook's cells together).
 XDIST  ?= -n 2 --dist loadfile
 LINTED := vfm_course tests bench notebooks
