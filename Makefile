@@ -5,9 +5,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-          --nbval-cell-timeout=1200
-# Two workers: one notebook per worker (loadfile keeps a notebook's cells together).
+          --nbval-cell-timeout=1200 -p tests.nbval_patience
+# Two workers: one notebook per worker (loadfile keeps a notebook's cells together). One torch
+# thread each, so two workers never ask for more threads than the two cores CI has.
 XDIST  ?= -n 2 --dist loadfile
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 LINTED := vfm_course tests bench notebooks
 
 .PHONY: setup lab test lint unit notebooks-test notebooks bench lock clean
@@ -26,7 +28,7 @@ lab: setup
 
 ## The whole test suite: lint + format check, unit/parity tests, nbval over every notebook.
 test: setup lint
-	@$(BIN)/python -m pytest $(XDIST) tests notebooks $(NBVAL); rc=$$?; \
+	@$(PYTEST) $(XDIST) tests notebooks $(NBVAL); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 lint: setup
@@ -34,10 +36,10 @@ lint: setup
 	$(BIN)/ruff format --check $(LINTED)
 
 unit: setup
-	$(BIN)/python -m pytest $(XDIST) tests
+	$(PYTEST) $(XDIST) tests
 
 notebooks-test: setup
-	$(BIN)/python -m pytest $(XDIST) notebooks $(NBVAL)
+	$(PYTEST) $(XDIST) notebooks $(NBVAL)
 
 ## Re-execute every notebook in place (tiny profile, seeded) so stored outputs are current.
 notebooks: setup
