@@ -12,7 +12,7 @@ XDIST  ?= -n 2 --dist loadfile
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 LINTED := vfm_course tests bench notebooks
 
-.PHONY: setup lab test lint unit notebooks-test notebooks bench lock clean
+.PHONY: setup lab test lint unit notebooks-test notebooks student bench lock clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ notebooks: setup
 	for nb in notebooks/[0-9]*.ipynb; do \
 	  VFM_PROFILE=tiny $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; done
+	$(BIN)/python -m vfm_course.student
+
+## Regenerate the student notebooks (notebooks/student/) from the solution notebooks.
+student: setup
+	$(BIN)/python -m vfm_course.student
 
 ## Benchmarks: ratios against the production implementations (never part of the tests).
 bench: setup

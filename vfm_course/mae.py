@@ -241,10 +241,7 @@ class MaskedAutoencoder(nn.Module):
         target = self.patch_targets(imgs)  # (B, N, P*P*C)
         pred = check_tensor(pred, "pred", shape=tuple(target.shape))
         mask = check_tensor(mask, "mask", shape=tuple(target.shape[:2]))
-        loss = ((pred - target) ** 2).mean(dim=-1)  # (B, N), per-patch MSE
-        # Only the masked patches count: a visible patch's pixels went into the encoder, so
-        # "predicting" it is copying, which teaches nothing about images (MAE Sec. 3).
-        return (loss * mask).sum() / mask.sum()
+        return masked_patch_loss(pred, target, mask)
 
     def forward(
         self,
@@ -301,6 +298,17 @@ class MaskedAutoencoder(nn.Module):
             "reconstruction": to_image(pred),
             "pasted": to_image(torch.where(hidden, pred, patches)),
         }
+
+
+def masked_patch_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-patch mean squared error, averaged over the masked patches only (MAE Sec. 3).
+
+    pred, target (B, N, K) patches; mask (B, N), 1 = removed, 0 = visible. A visible patch's
+    pixels went into the encoder, so "predicting" it is copying, which teaches nothing about
+    images: it does not count.
+    """
+    per_patch = ((pred - target) ** 2).mean(dim=-1)  # (B, N)
+    return (per_patch * mask).sum() / mask.sum()
 
 
 def mae_loss_fn(mask_ratio: float | None = None) -> Callable[[nn.Module, Any], torch.Tensor]:
