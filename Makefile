@@ -12,7 +12,7 @@ XDIST  ?= -n 2 --dist loadfile
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 LINTED := vfm_course tests bench notebooks
 
-.PHONY: setup lab test lint unit notebooks-test notebooks student bench lock clean
+.PHONY: setup lab test lint unit notebooks-test notebooks student grade bench lock clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,11 @@ notebooks: setup
 ## Regenerate the student notebooks (notebooks/student/) from the solution notebooks.
 student: setup
 	$(BIN)/python -m vfm_course.student
+
+## Grade submissions: make grade LESSON=01_attention_from_scratch SUBMISSIONS=folder [OUT=grades]
+OUT ?= grades
+grade: setup
+	$(BIN)/python -m vfm_course.grading $(LESSON) $(SUBMISSIONS) --out $(OUT)
 
 ## Benchmarks: ratios against the production implementations (never part of the tests).
 bench: setup

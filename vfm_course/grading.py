@@ -1,0 +1,393 @@
+"""Grading submitted notebooks with nbval, comparing results outside the learners' kernels.
+
+For every exercise of a lesson (:data:`vfm_course.exercises.EXERCISES`) and every submission the
+grader builds a small notebook from the *reference* notebook, taking only the answer cells from
+the submission (by cell id):
+
+1. the lesson's set-up cell (imports), from the reference;
+2. the submission's answer cells, nothing else of the submission (edited check cells, redefined
+   checkers and any other cell the learner changed are simply not used);
+3. hidden check cells, one per :class:`~vfm_course.exercises.HiddenCase`: each draws inputs from
+   a seeded generator, calls the learner's function and prints a rounded fingerprint of the
+   result. The expected text (the reference implementation's fingerprint) is stored as the
+   cell's output and the cell is marked ``# NBVAL_CHECK_OUTPUT``.
+
+nbval then runs each notebook in a fresh kernel and compares the printed text with the stored
+one *in the pytest process*, so nothing the learner's code does inside its kernel (patching
+``torch.allclose``, replacing a checker, printing) can change the comparison. Each submission
+runs in its own temporary directory; the notebooks carrying the expected text are deleted as
+soon as pytest has read them, before any kernel starts, and each exercise gets its own kernel.
+Cells have a time limit and so does the whole submission. A crash, an infinite loop, a missing
+answer cell or a file that is not a notebook costs the exercises it touches, never the run.
+
+    python -m vfm_course.grading 01_attention_from_scratch submissions/ --out grades/
+
+Each hidden case is worth one point; an exercise's score is its points over its cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import psutil
+from tqdm.auto import tqdm
+
+from .exercises import (
+    EXERCISES,
+    Exercise,
+    exercises_of,
+    hidden_cell_source,
+    reference_outputs,
+)
+
+# The cell of each lesson that imports what the answers use (the Colab install cell comes first).
+SETUP_CELLS = {
+    "01_attention_from_scratch": "imports",
+    "02_vision_transformer": "931c3db4",
+    "03_contrastive_learning": "3a8694db",
+    "04_masked_autoencoders": "02aca165",
+}
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    cell_timeout: int = 60  # seconds per cell (nbval interrupts the kernel)
+    total_timeout: int = 600  # seconds per submission, all its exercises together
+    jobs: int = 2  # submissions graded at once
+
+
+@dataclass
+class ExerciseResult:
+    points: int
+    out_of: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return self.points / self.out_of
+
+
+@dataclass
+class SubmissionResult:
+    student: str
+    exercises: dict[str, ExerciseResult]
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(r.score for r in self.exercises.values())
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+def _answer_cells(submission: nbformat.NotebookNode, ex: Exercise) -> list[str]:
+    """The submission's source for each of the exercise's answer cells (KeyError if missing)."""
+    by_id = {c.get("id"): c for c in submission.cells if c.get("cell_type") == "code"}
+    missing = [cell_id for cell_id in ex.cells if cell_id not in by_id]
+    if missing:
+        raise KeyError(f"answer cell {', '.join(missing)} is missing")
+    return [str(by_id[cell_id].source) for cell_id in ex.cells]
+
+
+def grading_notebook(
+    reference: nbformat.NotebookNode, answers: list[str], ex: Exercise
+) -> nbformat.NotebookNode:
+    """Set-up cell (reference) + answer cells (submission) + hidden checks with expected text."""
+    setup_id = SETUP_CELLS[ex.notebook]
+    setup = next(c for c in reference.cells if c.get("id") == setup_id)
+    nb = nbformat.v4.new_notebook(metadata=reference.metadata)
+    nb.cells.append(nbformat.v4.new_code_cell(setup.source, id="setup"))
+    for i, source in enumerate(answers):
+        nb.cells.append(nbformat.v4.new_code_cell(source, id=f"answer-{i}"))
+    for i, (case, expected) in enumerate(zip(ex.hidden, reference_outputs(ex), strict=True)):
+        cell = nbformat.v4.new_code_cell(hidden_cell_source(ex, case), id=f"hidden-{i}")
+        cell.execution_count = i + 1  # nbval ignores outputs of cells that never ran
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=expected)]
+        nb.cells.append(cell)
+    return nb
+
+
+# ----------------------------------------------------------------------------- running nbval
+
+
+class _Recorder:
+    """pytest plugin inside the grading subprocess: hides the expected outputs from the kernels
+    and records each cell's outcome as soon as it is known (so a killed run keeps its results)."""
+
+    def __init__(self, results: Path) -> None:
+        self.results = results
+
+    def pytest_collection_finish(self, session) -> None:
+        for path in {Path(str(item.path)) for item in session.items}:
+            path.unlink(missing_ok=True)  # read already; no kernel has started yet
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.when == "call" or report.outcome != "passed":
+            text = report.longreprtext if report.outcome != "passed" else ""
+            line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
+            line["problem"] = _problem(text, report)
+            with self.results.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION_LINE = re.compile(r"^(\w+(Error|Exception|Interrupt|Exit))\b:?(.*)$")
+
+
+def _problem(text: str, report) -> str:
+    """A short, learner-readable reason for a failed hidden cell."""
+    if report.outcome == "passed":
+        return ""
+    text = _ANSI.sub("", text)
+    if "Timeout" in text or "timed out" in text:
+        return "time limit exceeded"
+    if "Kernel dead" in text or "Kernel died" in text:
+        return "the kernel crashed"
+    exceptions = [m for line in text.splitlines() if (m := _EXCEPTION_LINE.match(line.strip()))]
+    if exceptions:
+        name, detail = exceptions[-1].group(1), exceptions[-1].group(3).strip()
+        if name == "NotImplementedError":
+            return "not finished (NotImplementedError)"
+        return f"raised {name}: {detail}"[:160]
+    if "differ" in text:
+        return "wrong result"
+    return "not run" if report.outcome == "skipped" else "failed"
+
+
+def run_nbval(results: str, notebooks: list[str], cell_timeout: int) -> int:
+    """Entry point of the grading subprocess (``python -c``): nbval over ``notebooks``."""
+    import pytest
+
+    args = ["-q", "-p", "no:cacheprovider", "--color=no", "--nbval-lax", "--nbval-current-env"]
+    args += [f"--nbval-cell-timeout={cell_timeout}", "--rootdir", ".", "-c", os.devnull]
+    return pytest.main(args + notebooks, plugins=[_Recorder(Path(results))])
+
+
+def _kill_tree(pid: int) -> None:
+    # The kernels run in sessions of their own (jupyter_client), so killing the process group
+    # is not enough: collect the whole tree first, then kill it.
+    try:
+        parent = psutil.Process(pid)
+        procs = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def grade_submission(
+    path: Path, reference: nbformat.NotebookNode, lesson: str, config: GradeConfig
+) -> SubmissionResult:
+    """Grade one submitted file against the lesson's exercises."""
+    exercises = exercises_of(lesson)
+    result = SubmissionResult(
+        path.stem, {e.name: ExerciseResult(0, len(e.hidden)) for e in exercises}
+    )
+    t0 = time.perf_counter()
+    try:
+        submission = nbformat.read(path, as_version=4)
+        if not isinstance(submission.get("cells"), list):
+            raise ValueError("it has no list of cells")
+    except Exception as exc:  # anything unreadable: every exercise is missing
+        for r in result.exercises.values():
+            r.notes.append(f"not a readable notebook ({type(exc).__name__}: {str(exc)[:80]})")
+        return result
+    workdir = Path(tempfile.mkdtemp(prefix="vfm-grade-"))
+    try:
+        cases: dict[str, tuple[str, int]] = {}  # nodeid -> (exercise, case index)
+        notebooks = []
+        for ex in exercises:
+            try:
+                answers = _answer_cells(submission, ex)
+            except KeyError as exc:
+                result.exercises[ex.name].notes.append(str(exc.args[0]))
+                continue
+            nb = grading_notebook(reference, answers, ex)
+            name = f"{ex.name}.ipynb"
+            nbformat.write(nb, workdir / name)
+            notebooks.append(name)
+            first_hidden = len(nb.cells) - len(ex.hidden)
+            for i in range(len(ex.hidden)):
+                cases[f"{name}::Cell {first_hidden + i}"] = (ex.name, i)
+        if notebooks:
+            _run(workdir, notebooks, cases, result, config)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run(
+    workdir: Path,
+    notebooks: list[str],
+    cases: dict[str, tuple[str, int]],
+    result: SubmissionResult,
+    config: GradeConfig,
+) -> None:
+    results = workdir / "results.jsonl"
+    code = "import sys; from vfm_course.grading import run_nbval; "
+    code += "sys.exit(run_nbval(sys.argv[1], sys.argv[3:], int(sys.argv[2])))"
+    cmd = [sys.executable, "-c", code, str(results), str(config.cell_timeout), *notebooks]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    timed_out = False
+    try:
+        proc.wait(timeout=config.total_timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_tree(proc.pid)
+    seen: set[str] = set()
+    if results.exists():
+        for line in results.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["nodeid"] not in cases or rec["nodeid"] in seen:
+                continue
+            seen.add(rec["nodeid"])
+            name, index = cases[rec["nodeid"]]
+            r = result.exercises[name]
+            if rec["outcome"] == "passed":
+                r.points += 1
+            else:
+                label = _case_label(name, index)
+                r.notes.append(f"{label}: {rec['problem']}")
+    for nodeid, (name, index) in cases.items():
+        if nodeid not in seen:
+            why = "the submission's time limit ran out" if timed_out else "not run"
+            result.exercises[name].notes.append(f"{_case_label(name, index)}: {why}")
+
+
+def _case_label(name: str, index: int) -> str:
+    return EXERCISES[name].hidden[index].label
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def write_reports(results: list[SubmissionResult], exercises: list[Exercise], out: Path) -> None:
+    """``grades.csv`` and ``grades.md``: one row per student, one column per exercise."""
+    names = [e.name for e in exercises]
+    with (out / "grades.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student", *names, "total", "out_of", "notes"])
+        for r in results:
+            scores = [f"{r.exercises[n].score:.2f}" for n in names]
+            w.writerow([r.student, *scores, f"{r.total:.2f}", len(names), _notes(r)])
+    lines = [
+        "| student | " + " | ".join(names) + " | total | notes |",
+        "|---" * (len(names) + 3) + "|",
+    ]
+    for r in results:
+        scores = " | ".join(f"{r.exercises[n].score:.2f}" for n in names)
+        notes = _notes(r).replace("|", "\\|")
+        lines.append(f"| {r.student} | {scores} | {r.total:.2f} / {len(names)} | {notes} |")
+    (out / "grades.md").write_text("\n".join(lines) + "\n")
+
+
+def _notes(r: SubmissionResult) -> str:
+    return "; ".join(f"{n}: {note}" for n, e in r.exercises.items() for note in e.notes)
+
+
+def grade(
+    lesson: str,
+    submissions: str | Path,
+    out: str | Path,
+    notebooks: str | Path = "notebooks",
+    config: GradeConfig = GradeConfig(),
+    force: bool = False,
+    progress: bool = True,
+) -> list[SubmissionResult]:
+    """Grade every file in ``submissions`` against ``lesson``; write the reports into ``out``."""
+    lesson = Path(lesson).name.removesuffix(".ipynb")
+    exercises = exercises_of(lesson)
+    if not exercises:
+        lessons = sorted({e.notebook for e in EXERCISES.values()})
+        raise ValueError(f"lesson {lesson!r} has no exercises; lessons with exercises: {lessons}")
+    ref_path = Path(notebooks) / f"{lesson}.ipynb"
+    if not ref_path.is_file():
+        raise FileNotFoundError(f"reference notebook {ref_path} not found (see --notebooks)")
+    sub_dir = Path(submissions)
+    if not sub_dir.is_dir():
+        raise FileNotFoundError(f"submissions folder {sub_dir} not found")
+    files = sorted(p for p in sub_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{sub_dir} holds no submissions")
+    out = Path(out)
+    existing = [p for p in (out / "grades.csv", out / "grades.md") if p.exists()]
+    if existing and not force:
+        raise FileExistsError(f"{existing[0]} exists; pass --force to replace it, or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    reference = nbformat.read(ref_path, as_version=4)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs) as pool:
+        futures = [pool.submit(grade_submission, p, reference, lesson, config) for p in files]
+        bar = tqdm(
+            total=len(files), desc=f"grading {lesson}", unit="submission", disable=not progress
+        )
+        for _ in concurrent.futures.as_completed(futures):
+            bar.update(1)
+        bar.close()
+    results = [f.result() for f in futures]
+    write_reports(results, exercises, out)
+    return results
+
+
+def summary(results: list[SubmissionResult], exercises: list[Exercise]) -> str:
+    width = max(len("student"), *(len(r.student) for r in results))
+    names = [e.name for e in exercises]
+    head = f"{'student':<{width}}  " + "  ".join(f"{n[:12]:>12}" for n in names) + "   total"
+    rows = [head]
+    for r in results:
+        cells = "  ".join(f"{r.exercises[n].score:>12.2f}" for n in names)
+        rows.append(f"{r.student:<{width}}  {cells}  {r.total:>4.2f}/{len(names)}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="vfm-course-grade",
+        description="Grade a folder of submitted notebooks for one lesson against the reference.",
+    )
+    parser.add_argument("lesson", help="lesson notebook name, e.g. 01_attention_from_scratch")
+    parser.add_argument("submissions", help="folder of submitted notebooks (file name = student)")
+    parser.add_argument("--out", default="grades", help="folder for grades.csv and grades.md")
+    parser.add_argument("--notebooks", default="notebooks", help="the reference notebooks")
+    parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
+    parser.add_argument("--cell-timeout", type=int, default=60, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per submission")
+    parser.add_argument("--force", action="store_true", help="replace existing reports")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.cell_timeout < 1 or args.timeout < 1:
+        sys.exit("error: --jobs, --cell-timeout and --timeout must be positive")
+    config = GradeConfig(args.cell_timeout, args.timeout, args.jobs)
+    try:
+        results = grade(
+            args.lesson, args.submissions, args.out, args.notebooks, config, force=args.force
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        sys.exit(f"error: {exc}")
+    exercises = exercises_of(Path(args.lesson).name.removesuffix(".ipynb"))
+    print(summary(results, exercises))
+    print(f"wrote {Path(args.out) / 'grades.csv'} and {Path(args.out) / 'grades.md'}")
+
+
+if __name__ == "__main__":
+    main()
