@@ -47,7 +47,7 @@ from .data import BatchLoader, load_digits, load_shapes
 from .mae import MAE_PRESETS, MAEConfig, MaskedAutoencoder, mae_loss_fn
 from .metrics import evaluate_classifier
 from .probe import extract_features, knn_accuracy, linear_probe
-from .shapes import CLEAN_WORLD, COLOUR_NAMES, SHAPE_CLASSES, ShapesConfig
+from .shapes import COLOUR_NAMES, PRETRAIN_WORLD, SHAPE_CLASSES, ShapesConfig
 from .text import Tokenizer
 from .train import TrainConfig, fit
 from .vit import VisionTransformer, ViTConfig, vit_config
@@ -181,7 +181,7 @@ class PretrainRecipe:
     n_train: int = 20_000
     n_test: int = 2_000
     seed: int = 0
-    world: ShapesConfig = CLEAN_WORLD
+    world: ShapesConfig = PRETRAIN_WORLD
 
 
 _PRETRAIN = {
@@ -267,9 +267,9 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     "vit_digits": ClassifierRecipe(
         preset="vit_course_digits", dataset="digits", steps=1500, batch_size=64, lr=2e-3
     ),
-    # Supervised reference for the self-supervised lessons, on the same clean world they use.
+    # Supervised reference for the self-supervised lessons, on the same world they pretrain on.
     "vit_shapes": ClassifierRecipe(
-        preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=CLEAN_WORLD
+        preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=PRETRAIN_WORLD
     ),
     # The three pretrained tiny encoders of lessons 03-06 (same ViT backbone, three objectives).
     "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=2000, warmup_steps=200),
