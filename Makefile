@@ -12,7 +12,7 @@ XDIST  ?= -n 2 --dist loadfile
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 LINTED := vfm_course tests bench notebooks
 
-.PHONY: setup lab test lint unit notebooks-test notebooks student grade bench lock clean
+.PHONY: setup lab test lint unit notebooks-test notebooks student grade book test-deps bench lock clean
 
 setup: $(STAMP)
 
@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml requirements-lock.txt
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
-## The whole test suite: lint + format check, unit/parity tests, nbval over every notebook.
-test: setup lint
+## The whole test suite: lint + format check, unit/parity tests, nbval over every notebook
+## (solution and student versions), the book build and its headless-Chromium render.
+test: setup lint test-deps
 	@$(PYTEST) $(XDIST) tests notebooks $(NBVAL); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
@@ -41,12 +42,30 @@ unit: setup
 notebooks-test: setup
 	$(PYTEST) $(XDIST) notebooks $(NBVAL)
 
-## Re-execute every notebook in place (tiny profile, seeded) so stored outputs are current.
+## Re-execute every notebook in place (tiny profile, seeded) so stored outputs are current;
+## records each lesson's wall time and peak memory in book/runtimes.json (the book's table).
 notebooks: setup
-	for nb in notebooks/[0-9]*.ipynb; do \
-	  VFM_PROFILE=tiny $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; done
+	VFM_PROFILE=tiny VFM_WIDGETS=static $(BIN)/python -m vfm_course.book execute notebooks/[0-9]*.ipynb
 	$(BIN)/python -m vfm_course.student
+
+## The course website, offline, from the executed notebooks (nothing is retrained); any Sphinx
+## warning fails the build. MathJax comes from the npm registry and is served by the site.
+MATHJAX := book/.mathjax/site/mathjax/tex-chtml.js
+$(MATHJAX):
+	npm install --silent --no-audit --no-fund --prefix book/.mathjax mathjax@3.2.2
+	rm -rf book/.mathjax/site && mkdir -p book/.mathjax/site
+	cp -r book/.mathjax/node_modules/mathjax/es5 book/.mathjax/site/mathjax
+
+## What the book tests need besides Python: Debian's Chromium (apt) and MathJax (npm).
+test-deps: $(MATHJAX)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+book: setup $(MATHJAX)
+	$(BIN)/python -m vfm_course.book runtimes
+	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml \
+	  --path-output book -W -n --keep-going
 
 ## Regenerate the student notebooks (notebooks/student/) from the solution notebooks.
 student: setup
@@ -69,4 +88,4 @@ lock: setup
 	mv requirements-lock.new requirements-lock.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache book/_build data/cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache book/_build book/.mathjax book/runtimes.md data/cache

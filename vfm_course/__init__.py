@@ -16,7 +16,7 @@ Modules, in dependency order: ``validate``, ``profile``, ``attention``, ``patche
 ``profiling``, ``pos_embed``, ``blocks``, ``vit``, ``cnn``, ``raster``, ``shapes``, ``scenes``,
 ``data``, ``torchvision_data``, ``checkpoint``, ``train``, ``metrics``, ``probe``,
 ``augment``, ``contrastive``, ``text``, ``clip``, ``masking``, ``mae``, ``viz``, ``checks``,
-``recipes``, ``exercises``, ``student``, ``grading``, ``widgets``.
+``recipes``, ``exercises``, ``student``, ``grading``, ``widgets``, ``book``.
 """
 
 __version__ = "0.1.0"
