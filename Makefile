@@ -60,7 +60,8 @@ $(MATHJAX):
 test-deps: $(MATHJAX)
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 book: setup $(MATHJAX)
 	$(BIN)/python -m vfm_course.book runtimes

@@ -137,3 +137,13 @@ def test_mathjax_typesets_offline_in_chromium(site, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "<mjx-container" in proc.stdout  # MathJax ran and replaced the TeX
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_the_book_is_built_from_notebooks_without_errors(lesson):
+    """The book shows the stored outputs (it never executes), so a stored error would be
+    published silently: there must be none, and every code cell must have run."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{lesson}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "re-run `make notebooks`"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]

@@ -331,6 +331,7 @@ def attention_explorer(
                 _overlay(axes[r, c], img, heat, f"layer {layer}, head {head}")
         fig.suptitle(f"{title(index)}: where the {_query_name(first_query, gw)} looks", fontsize=8)
         fig.tight_layout()
+        plt.close(fig)  # shown once, as the cell's result, not again by the inline backend
         return fig
 
     cache: dict[int, torch.Tensor] = {}  # image index -> (depth, h, L, L); one image at a time
@@ -460,6 +461,7 @@ def mae_mask_ratio_explorer(
             )
         fig.suptitle(f"image {index} at several mask ratios", fontsize=9)
         fig.tight_layout()
+        plt.close(fig)  # shown once, as the cell's result, not again by the inline backend
         return fig
 
     def draw(fig: Figure, v: dict[str, object]) -> dict[str, object]:
@@ -548,6 +550,7 @@ def pos_embed_explorer(
         fig.colorbar(tiles, ax=ax, fraction=0.046, label="cosine similarity")
         ax.set_title("position embedding similarity", fontsize=9)
         fig.tight_layout()
+        plt.close(fig)  # shown once, as the cell's result, not again by the inline backend
         return fig
 
     def draw(fig: Figure, v: dict[str, object]) -> dict[str, object]:
