@@ -90,6 +90,23 @@ builtins.print = lambda *args, **kwargs: None"""
 CRASH = """import os
 os._exit(1)"""
 
+# Writes result lines in the grader's format (without its secret token) to every pipe the kernel
+# has open, its inherited stdout among them, claiming that the attention cases passed.
+FORGE_RESULTS = (
+    UNSCALED_ATTENTION
+    + """
+import json, os, stat
+for _cell in (2, 3):
+    _line = {"nodeid": f"attention.ipynb::Cell {_cell}", "when": "call", "outcome": "passed"}
+    _line["problem"] = ""
+    for _fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if stat.S_ISFIFO(os.fstat(_fd).st_mode):
+                os.write(_fd, ("\\nvfm-grade-result " + json.dumps(_line) + "\\n").encode())
+        except OSError:
+            pass"""
+)
+
 
 def _submission(folder: Path, student: str, answers: dict[str, str]) -> None:
     nb = nbformat.read(NOTEBOOKS / "student" / f"{LESSON}.ipynb", as_version=4)
@@ -115,6 +132,7 @@ EXPECTED = {  # student -> scores of (attention, split_merge_heads, online_softm
     "reads_expected_files": (0.0, 1.0, 0.0),
     "patches_print": (0.0, 1.0, 0.0),
     "edits_check_cells": (0.0, 1.0, 0.0),
+    "forges_result_lines": (0.0, 1.0, 0.0),
 }
 
 
@@ -138,6 +156,7 @@ def graded(tmp_path_factory):
     _submission(subs, "redefines_checkers", {"ex1-solution": REDEFINE_CHECKERS, **split})
     _submission(subs, "reads_expected_files", {"ex1-solution": READ_EXPECTED, **split})
     _submission(subs, "patches_print", {"ex1-solution": PATCH_PRINT, **split})
+    _submission(subs, "forges_result_lines", {"ex1-solution": FORGE_RESULTS, **split})
     # Check cells edited to claim success: the grader never runs them.
     _submission(
         subs,
@@ -224,7 +243,9 @@ def test_every_lesson_grading_notebook_uses_its_setup_cell(lesson):
     for ex in (e for e in EXERCISES.values() if e.notebook == lesson):
         nb = grading_notebook(reference, ["pass"] * len(ex.cells), ex)
         assert len(nb.cells) == 1 + len(ex.cells) + len(ex.hidden)
-        assert all(c.outputs for c in nb.cells[-len(ex.hidden) :])
+        # The expected text is never written into the notebook (the grader pipes it to nbval).
+        hidden = nb.cells[-len(ex.hidden) :]
+        assert all(c.outputs == [] and c.execution_count for c in hidden)
 
 
 @pytest.mark.parametrize("lesson", [s for s in sorted(SETUP_CELLS) if s != LESSON])

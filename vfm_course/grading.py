@@ -9,14 +9,15 @@ the submission (by cell id):
    checkers and any other cell the learner changed are simply not used);
 3. hidden check cells, one per :class:`~vfm_course.exercises.HiddenCase`: each draws inputs from
    a seeded generator, calls the learner's function and prints a rounded fingerprint of the
-   result. The expected text (the reference implementation's fingerprint) is stored as the
-   cell's output and the cell is marked ``# NBVAL_CHECK_OUTPUT``.
+   result, and is marked ``# NBVAL_CHECK_OUTPUT``. The expected text is the reference
+   implementation's fingerprint.
 
 nbval then runs each notebook in a fresh kernel and compares the printed text with the stored
 one *in the pytest process*, so nothing the learner's code does inside its kernel (patching
-``torch.allclose``, replacing a checker, printing) can change the comparison. Each submission
-runs in its own temporary directory; the notebooks carrying the expected text are deleted as
-soon as pytest has read them, before any kernel starts, and each exercise gets its own kernel.
+``torch.allclose``, replacing a checker, printing) can change the comparison. The expected text
+never touches the disk: it is piped to the nbval process and put into the hidden cells after
+collection. Each submission runs in its own temporary directory and each exercise gets its own
+kernel.
 Cells have a time limit and so does the whole submission. A crash, an infinite loop, a missing
 answer cell or a file that is not a notebook costs the exercises it touches, never the run.
 
@@ -33,6 +34,7 @@ import csv
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -106,42 +108,66 @@ def _answer_cells(submission: nbformat.NotebookNode, ex: Exercise) -> list[str]:
 def grading_notebook(
     reference: nbformat.NotebookNode, answers: list[str], ex: Exercise
 ) -> nbformat.NotebookNode:
-    """Set-up cell (reference) + answer cells (submission) + hidden checks with expected text."""
+    """Set-up cell (reference) + answer cells (submission) + hidden check cells.
+
+    The hidden cells are written *without* their expected output: that text never touches the
+    disk, where the learner's kernel could read it (see :class:`_GradingPlugin`)."""
     setup_id = SETUP_CELLS[ex.notebook]
     setup = next(c for c in reference.cells if c.get("id") == setup_id)
     nb = nbformat.v4.new_notebook(metadata=reference.metadata)
     nb.cells.append(nbformat.v4.new_code_cell(setup.source, id="setup"))
     for i, source in enumerate(answers):
         nb.cells.append(nbformat.v4.new_code_cell(source, id=f"answer-{i}"))
-    for i, (case, expected) in enumerate(zip(ex.hidden, reference_outputs(ex), strict=True)):
+    for i, case in enumerate(ex.hidden):
         cell = nbformat.v4.new_code_cell(hidden_cell_source(ex, case), id=f"hidden-{i}")
-        cell.execution_count = i + 1  # nbval ignores outputs of cells that never ran
-        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=expected)]
+        cell.execution_count = i + 1  # nbval compares only cells that have run
         nb.cells.append(cell)
     return nb
+
+
+def expected_outputs(ex: Exercise) -> list[list[dict]]:
+    """The outputs each hidden cell must produce: the reference's fingerprint on stdout."""
+    return [
+        [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        for text in reference_outputs(ex)
+    ]
 
 
 # ----------------------------------------------------------------------------- running nbval
 
 
-class _Recorder:
-    """pytest plugin inside the grading subprocess: hides the expected outputs from the kernels
-    and records each cell's outcome as soon as it is known (so a killed run keeps its results)."""
+RESULT_PREFIX = "vfm-grade-result"
 
-    def __init__(self, results: Path) -> None:
-        self.results = results
 
-    def pytest_collection_finish(self, session) -> None:
-        for path in {Path(str(item.path)) for item in session.items}:
-            path.unlink(missing_ok=True)  # read already; no kernel has started yet
+class _GradingPlugin:
+    """pytest plugin inside the grading subprocess.
+
+    * It puts the expected outputs into the hidden cells after collection. They arrive through
+      the subprocess's stdin, never through a file the learner's kernel could read.
+    * It reports each cell's outcome as soon as it is known, as a line on the subprocess's
+      original stdout (saved before pytest starts capturing), so a run killed at the time limit
+      keeps what it finished. Each line carries a random token that also came through stdin: a
+      kernel inherits that stdout and could write to it, but cannot know the token, so a
+      submission cannot forge a result line.
+    """
+
+    def __init__(self, expected: dict[str, list[dict]], token: str) -> None:
+        self.expected = expected
+        self.prefix = f"{RESULT_PREFIX} {token} "
+        self.out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+
+    def pytest_collection_modifyitems(self, items) -> None:
+        for item in items:
+            if item.nodeid in self.expected:
+                item.cell.outputs = [nbformat.from_dict(o) for o in self.expected[item.nodeid]]
 
     def pytest_runtest_logreport(self, report) -> None:
         if report.when == "call" or report.outcome != "passed":
             text = report.longreprtext if report.outcome != "passed" else ""
             line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
             line["problem"] = _problem(text, report)
-            with self.results.open("a") as f:
-                f.write(json.dumps(line) + "\n")
+            # On a line of its own: pytest's progress dots share this stream.
+            self.out.write("\n" + self.prefix + json.dumps(line) + "\n")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -168,13 +194,16 @@ def _problem(text: str, report) -> str:
     return "not run" if report.outcome == "skipped" else "failed"
 
 
-def run_nbval(results: str, notebooks: list[str], cell_timeout: int) -> int:
-    """Entry point of the grading subprocess (``python -c``): nbval over ``notebooks``."""
+def run_nbval(notebooks: list[str], cell_timeout: int) -> int:
+    """Entry point of the grading subprocess (``python -c``): nbval over ``notebooks``, with
+    the expected outputs (JSON, by pytest node id) read from stdin."""
     import pytest
 
+    given = json.loads(sys.stdin.read())
     args = ["-q", "-p", "no:cacheprovider", "--color=no", "--nbval-lax", "--nbval-current-env"]
     args += [f"--nbval-cell-timeout={cell_timeout}", "--rootdir", ".", "-c", os.devnull]
-    return pytest.main(args + notebooks, plugins=[_Recorder(Path(results))])
+    plugin = _GradingPlugin(given["expected"], given["token"])
+    return pytest.main(args + notebooks, plugins=[plugin])
 
 
 def _kill_tree(pid: int) -> None:
@@ -213,6 +242,7 @@ def grade_submission(
     workdir = Path(tempfile.mkdtemp(prefix="vfm-grade-"))
     try:
         cases: dict[str, tuple[str, int]] = {}  # nodeid -> (exercise, case index)
+        expected: dict[str, list[dict]] = {}  # nodeid -> the outputs nbval must see
         notebooks = []
         for ex in exercises:
             try:
@@ -225,10 +255,12 @@ def grade_submission(
             nbformat.write(nb, workdir / name)
             notebooks.append(name)
             first_hidden = len(nb.cells) - len(ex.hidden)
-            for i in range(len(ex.hidden)):
-                cases[f"{name}::Cell {first_hidden + i}"] = (ex.name, i)
+            for i, outputs in enumerate(expected_outputs(ex)):
+                nodeid = f"{name}::Cell {first_hidden + i}"
+                cases[nodeid] = (ex.name, i)
+                expected[nodeid] = outputs
         if notebooks:
-            _run(workdir, notebooks, cases, result, config)
+            _run(workdir, notebooks, cases, expected, result, config)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         result.seconds = time.perf_counter() - t0
@@ -239,37 +271,47 @@ def _run(
     workdir: Path,
     notebooks: list[str],
     cases: dict[str, tuple[str, int]],
+    expected: dict[str, list[dict]],
     result: SubmissionResult,
     config: GradeConfig,
 ) -> None:
-    results = workdir / "results.jsonl"
     code = "import sys; from vfm_course.grading import run_nbval; "
-    code += "sys.exit(run_nbval(sys.argv[1], sys.argv[3:], int(sys.argv[2])))"
-    cmd = [sys.executable, "-c", code, str(results), str(config.cell_timeout), *notebooks]
+    code += "sys.exit(run_nbval(sys.argv[2:], int(sys.argv[1])))"
+    cmd = [sys.executable, "-c", code, str(config.cell_timeout), *notebooks]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
+    token = secrets.token_hex(16)
+    prefix = f"{RESULT_PREFIX} {token} "
     timed_out = False
     try:
-        proc.wait(timeout=config.total_timeout)
+        given = json.dumps({"expected": expected, "token": token})
+        out, _ = proc.communicate(given, timeout=config.total_timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill_tree(proc.pid)
+        out, _ = proc.communicate()
     seen: set[str] = set()
-    if results.exists():
-        for line in results.read_text().splitlines():
-            rec = json.loads(line)
-            if rec["nodeid"] not in cases or rec["nodeid"] in seen:
-                continue
-            seen.add(rec["nodeid"])
-            name, index = cases[rec["nodeid"]]
-            r = result.exercises[name]
-            if rec["outcome"] == "passed":
-                r.points += 1
-            else:
-                label = _case_label(name, index)
-                r.notes.append(f"{label}: {rec['problem']}")
+    for line in out.splitlines():
+        if not line.startswith(prefix):
+            continue  # pytest's own report, or a line without the token
+        rec = json.loads(line.removeprefix(prefix))
+        if rec["nodeid"] not in cases or rec["nodeid"] in seen:
+            continue
+        seen.add(rec["nodeid"])
+        name, index = cases[rec["nodeid"]]
+        r = result.exercises[name]
+        if rec["outcome"] == "passed":
+            r.points += 1
+        else:
+            r.notes.append(f"{_case_label(name, index)}: {rec['problem']}")
     for nodeid, (name, index) in cases.items():
         if nodeid not in seen:
             why = "the submission's time limit ran out" if timed_out else "not run"
