@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from .train import History
 from .validate import check_positive_int, check_tensor
@@ -86,6 +88,24 @@ def show_patch_grid(image: torch.Tensor, patch_size: int) -> Figure:
     return fig
 
 
+def overlay_heatmap(
+    ax: Axes, image: torch.Tensor | np.ndarray, heat: torch.Tensor, title: str = "", size: int = 8
+) -> AxesImage:
+    """Draw ``image`` in grey with a (Gh, Gw) ``heat`` map stretched over it; returns the heat
+    map's image (for a colour bar). Shared by :func:`show_attention` and the widgets."""
+    img = to_numpy_image(image)
+    ax.imshow(img, cmap="gray", interpolation="nearest")
+    ax.set_title(title, fontsize=size)
+    ax.axis("off")
+    return ax.imshow(
+        heat.detach().cpu().numpy(),
+        cmap="inferno",
+        alpha=0.6,
+        extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5),
+        interpolation="nearest",
+    )
+
+
 def show_attention(
     image: torch.Tensor,
     attn: torch.Tensor,
@@ -113,15 +133,7 @@ def show_attention(
     axes[0].imshow(img, cmap="gray", interpolation="nearest")
     axes[0].set_title("image", fontsize=8)
     for i in range(heads):
-        axes[i + 1].imshow(img, cmap="gray", interpolation="nearest")
-        axes[i + 1].imshow(
-            maps[i].detach().cpu().numpy(),
-            cmap="inferno",
-            alpha=0.6,
-            extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5),
-            interpolation="nearest",
-        )
-        axes[i + 1].set_title(f"head {i}", fontsize=8)
+        overlay_heatmap(axes[i + 1], img, maps[i], f"head {i}")
     for ax in axes:
         ax.axis("off")
     if title:

@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 from torch import nn
 
@@ -48,7 +47,7 @@ from .mae import MaskedAutoencoder
 from .masking import check_mask_ratio
 from .validate import check_images, check_tensor
 from .vit import VisionTransformer
-from .viz import to_numpy_image
+from .viz import overlay_heatmap, to_numpy_image
 
 WIDGETS_ENV = "VFM_WIDGETS"
 WIDGET_MODES = ("static", "interactive")
@@ -251,18 +250,6 @@ def _image_attention(model: VisionTransformer, image: torch.Tensor) -> torch.Ten
     return torch.stack([m[0] for m in maps]).float().cpu()  # (depth, h, L, L)
 
 
-def _overlay(ax: Axes, image: np.ndarray, heat: torch.Tensor, title: str) -> AxesImage:
-    """The image in grey with a (Gh, Gw) heat map stretched over it (as ``viz.show_attention``)."""
-    _picture(ax, image, title, size=7)
-    return ax.imshow(
-        heat.numpy(),
-        cmap="inferno",
-        alpha=0.6,
-        extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
-        interpolation="nearest",
-    )
-
-
 def _query_name(query: int, grid_w: int) -> str:
     if query == CLS_QUERY:
         return "CLS token"
@@ -328,7 +315,7 @@ def attention_explorer(
         for r, layer in enumerate(layers):
             for c, head in enumerate(heads):
                 heat = query_attention(attn[layer], head, first_query, cfg.grid_size, prefix)
-                _overlay(axes[r, c], img, heat, f"layer {layer}, head {head}")
+                overlay_heatmap(axes[r, c], img, heat, f"layer {layer}, head {head}", size=7)
         fig.suptitle(f"{title(index)}: where the {_query_name(first_query, gw)} looks", fontsize=8)
         fig.tight_layout()
         plt.close(fig)  # shown once, as the cell's result, not again by the inline backend
@@ -357,7 +344,7 @@ def attention_explorer(
         caption = f"layer {layer}, head {head}, query: {_query_name(query, gw)}"
         if prefix:
             caption += f"\n{on_cls:.0%} of its attention goes to the CLS token"
-        heat_image = _overlay(ax_map, img, heat, caption)
+        heat_image = overlay_heatmap(ax_map, img, heat, caption, size=7)
         fig.colorbar(heat_image, ax=ax_map, fraction=0.046, label="attention weight")
         return {"image": i, "layer": layer, "head": head, "query": query, "map": heat}
 
