@@ -81,6 +81,7 @@ grade: setup
 bench: setup
 	$(BIN)/python bench/bench_attention.py
 	$(BIN)/python bench/bench_vit.py
+	$(BIN)/python bench/bench_flops.py
 
 ## Refresh the pinned versions after changing dependencies in pyproject.toml.
 lock: setup

@@ -1,10 +1,11 @@
 """Training throughput of the course ViT vs timm's VisionTransformer, same config, same weights.
 
-    .venv/bin/python bench/bench_vit.py [--quick] [--preset vit_course_tiny]
+    .venv/bin/python bench/bench_vit.py [--quick] [--preset vit_course_tiny] [--amp bf16]
 
 One training step = forward + cross-entropy + backward + AdamW step, on a fixed random batch
-(the data pipeline is not measured). fp32 on CPU, bf16 autocast on CUDA (see TOOLING-NOTES:
-bf16 autocast slows small ViTs on CPU). The two models are timed in alternating repetitions
+(the data pipeline is not measured). ``--amp auto`` (the default): fp32 on CPU, bf16 autocast
+on CUDA (see TOOLING-NOTES: bf16 autocast slows small ViTs on CPU); ``--amp bf16`` or ``off``
+forces it either way. The two models are timed in alternating repetitions
 (A B, then B A, ...) so drift in machine load hits both alike; the medians are compared.
 The goal is a ratio course/timm >= 1.0. Prints numbers only; timing never asserts anything.
 """
@@ -60,13 +61,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per timed repetition")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per model")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--amp", default="auto", choices=("auto", "bf16", "off"), help="auto: bf16 on CUDA only"
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = device.type == "cuda"
+    amp = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
     cfg = vit_config(args.preset)
     big = cfg.img_size > 64
-    batch = args.batch or (256 if amp else (8 if big else 64 if args.quick else 128))
+    cuda = device.type == "cuda"
+    batch = args.batch or (256 if cuda else (8 if big else 64 if args.quick else 128))
     steps = args.steps or (5 if args.quick else 20)
     reps = args.reps or (6 if args.quick else 10)
 
@@ -83,7 +88,8 @@ def main() -> None:
     print(
         f"preset {args.preset}: {course.num_params():,} params, batch {batch}, "
         f"{steps} steps x {reps} reps, device {device}"
-        + (f" ({torch.cuda.get_device_name(device)}, bf16 autocast)" if amp else " (fp32)")
+        + (f" ({torch.cuda.get_device_name(device)})" if cuda else "")
+        + (" bf16 autocast" if amp else " fp32")
         + f", {torch.get_num_threads()} threads, torch {torch.__version__}, timm {timm.__version__}"
     )
     for step in steps_by_name.values():  # warm-up: allocator, kernels, AdamW state

@@ -324,3 +324,61 @@ def test_to_image_and_denormalize():
     assert to_image(torch.rand(1, 4, 5)).shape == (4, 5)
     with pytest.raises(ValueError, match="both mean and std"):
         to_image(x, mean=mean)
+
+
+# --- Penn-Fudan (lesson 06's full profile), from a fixture in the official layout -----------------
+
+
+def _write_pennfudan(root, n=4):
+    """PennFudanPed/PNGImages/*.png and PedMasks/*_mask.png: palette PNGs of instance ids."""
+    from PIL import Image
+
+    base = root / "PennFudanPed"
+    (base / "PNGImages").mkdir(parents=True)
+    (base / "PedMasks").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        name = f"FudanPed{i + 1:05d}"
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
+            base / "PNGImages" / f"{name}.png"
+        )
+        ids = np.zeros((30, 40), dtype=np.uint8)
+        ids[5:25, 3:10] = 1  # pedestrian 1: rows 5..24, columns 3..9
+        if i % 2 == 0:
+            ids[2:28, 20:31] = 2  # pedestrian 2
+        mask = Image.fromarray(ids, mode="P")  # the official masks are palette images
+        mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+        mask.save(base / "PedMasks" / f"{name}_mask.png")
+    return base
+
+
+def test_pennfudan_fixture_boxes_and_masks(tmp_path):
+    _write_pennfudan(tmp_path)
+    train = torchvision_data.load_pennfudan(tmp_path, "train", image_size=None)
+    test = torchvision_data.load_pennfudan(tmp_path, "test", image_size=None)
+    assert len(train) == 2 and len(test) == 2  # a small folder splits half and half
+    x, target = train[0]
+    assert x.shape == (3, 30, 40) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
+    assert target["boxes"].tolist() == [[3.0, 5.0, 10.0, 25.0], [20.0, 2.0, 31.0, 28.0]]
+    assert target["labels"].tolist() == [0, 0] and target["masks"].shape == (2, 30, 40)
+    assert int(target["masks"][0].sum()) == 20 * 7 and target["masks"].dtype == torch.bool
+    assert torch.equal(target["semantic"], target["masks"].any(0).long())
+    assert len(train[1][1]["boxes"]) == 1
+    # resized: a square image, masks by nearest neighbour, boxes from the resized masks
+    x, target = torchvision_data.load_pennfudan(tmp_path, "train", image_size=20)[0]
+    assert x.shape == (3, 20, 20) and target["masks"].shape == (2, 20, 20)
+    for box, mask in zip(target["boxes"], target["masks"], strict=True):
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        assert box.tolist() == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+
+
+def test_pennfudan_missing_or_broken_is_explained(tmp_path):
+    with pytest.raises(DatasetFileError, match="PennFudanPed.zip"):
+        torchvision_data.load_pennfudan(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing was downloaded or created
+    base = _write_pennfudan(tmp_path)
+    (base / "PedMasks" / "FudanPed00002_mask.png").unlink()
+    with pytest.raises(DatasetFileError, match="lacks FudanPed00002_mask.png"):
+        torchvision_data.load_pennfudan(tmp_path)
+    with pytest.raises(ValueError, match="split must be one of"):
+        torchvision_data.load_pennfudan(tmp_path, "val")

@@ -3,16 +3,19 @@ checkpoints verify and load, and nothing is overwritten without --force."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 
 import pytest
 import torch
 
+from vfm_course import recipes
 from vfm_course.checkpoint import CheckpointError, read_checkpoint, read_manifest, save_checkpoint
 from vfm_course.clip import CLIP, CLIP_PRESETS
 from vfm_course.contrastive import SIMCLR_PRESETS, SimCLR
 from vfm_course.mae import MAE_PRESETS, MaskedAutoencoder
 from vfm_course.recipes import (
+    FULL_RECIPES,
     RECIPES,
     PretrainRecipe,
     backbone,
@@ -21,6 +24,7 @@ from vfm_course.recipes import (
     load_course_model,
     pretrain,
     run_recipe,
+    train_classifier,
 )
 from vfm_course.vit import VisionTransformer, vit_config
 
@@ -94,3 +98,67 @@ def test_every_recipe_has_a_shipped_checkpoint_that_verifies_and_loads():
             encoder, _ = load_course_encoder(name)
             assert isinstance(encoder, VisionTransformer) and encoder.cfg.num_classes == 0
             assert meta["settings"]["steps"] == RECIPES[name].steps
+
+
+def test_tiny_recipes_are_the_ones_that_made_the_shipped_checkpoints():
+    """The full profile added recipes and a ``dataset`` field; every setting a shipped
+    checkpoint stored must still be the tiny recipe's (a changed value would make the manifest
+    lie about how a checkpoint was made)."""
+    assert not set(RECIPES) & set(FULL_RECIPES)
+    for name, recipe in RECIPES.items():
+        _, meta = load_course_model(name)
+        now = json.loads(json.dumps(asdict(recipe)))  # tuples -> lists, as stored
+        # Fields added since a checkpoint was made (world, dataset) are absent from it.
+        assert {k: v for k, v in now.items() if k in meta["settings"]} == meta["settings"]
+        assert now.get("dataset", "shapes") in ("shapes", "digits")
+
+
+def _fake_torchvision(calls: list):
+    """Stands in for load_torchvision: 48 random photos of the dataset's size, no network."""
+
+    def load(name, root, split="train", download=False):
+        calls.append((name, split, download))
+        size = {"cifar10": 32, "stl10": 96}[name]
+        g = torch.Generator().manual_seed(len(calls))
+        return torch.rand(48, 3, size, size, generator=g), torch.randint(0, 10, (48,), generator=g)
+
+    return load
+
+
+@pytest.mark.parametrize(
+    ("name", "dataset"),
+    [*((n, FULL_RECIPES[n].dataset) for n in sorted(FULL_RECIPES)), ("vit_cifar10", "stl10")],
+)
+def test_full_recipes_build_and_run_two_steps_offline(name, dataset, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(recipes, "load_torchvision", _fake_torchvision(calls))
+    recipe = replace(FULL_RECIPES[name], steps=2, warmup_steps=0, batch_size=16, dataset=dataset)
+    torch.manual_seed(0)
+    if isinstance(recipe, PretrainRecipe):
+        model, results = pretrain(recipe, progress=False, download=True)
+        assert 0.0 <= results["probe_acc"] <= 1.0 and 0.0 <= results["knn_acc"] <= 1.0
+        assert results["loss_steps"] == [2]
+        assert backbone(model).cfg.embed_dim == 192  # the wider vit_course_small backbone
+    else:  # STL-10's 96 px photos are resized to the preset's 32 px
+        model, results = train_classifier(recipe, progress=False, download=True)
+        assert 0.0 <= results["test_acc"] <= 1.0 and model.cfg.img_size == 32
+    assert not model.training
+    assert calls == [(dataset, "train", True), (dataset, "test", True)]
+
+
+def test_full_recipe_cli_writes_outside_the_manifest(monkeypatch, tmp_path):
+    monkeypatch.setattr(recipes, "load_torchvision", _fake_torchvision([]))
+    monkeypatch.setenv("VFM_DATA_DIR", str(tmp_path))
+    path = run_recipe("vit_cifar10", steps=2)
+    assert path == tmp_path / "checkpoints" / "full" / "vit_cifar10.safetensors"
+    assert read_checkpoint(path)["metadata"]["settings"]["dataset"] == "cifar10"
+    assert not (tmp_path / "manifest.json").exists()
+    assert not path.with_name("vit_cifar10.resume.safetensors").exists()  # removed when done
+    with pytest.raises(FileExistsError, match="--force"):
+        recipes.main(["vit_cifar10", "--steps", "2"])
+
+
+def test_clip_needs_captions():
+    recipe = replace(RECIPES["clip_shapes"], dataset="cifar10", steps=1)
+    with pytest.raises(ValueError, match="no captions"):
+        pretrain(recipe, progress=False)

@@ -14,9 +14,10 @@ Shape key (used in every docstring and shape comment in this package)::
 
 Modules, in dependency order: ``validate``, ``profile``, ``attention``, ``patches``,
 ``profiling``, ``pos_embed``, ``blocks``, ``vit``, ``cnn``, ``raster``, ``shapes``, ``scenes``,
-``data``, ``torchvision_data``, ``checkpoint``, ``train``, ``metrics``, ``probe``,
-``augment``, ``contrastive``, ``text``, ``clip``, ``masking``, ``mae``, ``viz``, ``checks``,
-``recipes``, ``exercises``, ``student``, ``grading``, ``widgets``, ``book``.
+``data``, ``torchvision_data``, ``checkpoint``, ``distributed``, ``train``, ``metrics``,
+``probe``, ``augment``, ``contrastive``, ``text``, ``clip``, ``masking``, ``mae``, ``finetune``,
+``detection``, ``segmentation``, ``viz``, ``checks``, ``recipes``, ``exercises``, ``student``,
+``grading``, ``widgets``, ``book``.
 """
 
 __version__ = "0.1.0"

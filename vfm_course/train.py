@@ -9,7 +9,9 @@ it, so each lesson's code shows only what is new in that lesson:
 - AdamW with weight decay only on matrices (not on biases, norms, position embeddings, CLS),
   linear warmup then cosine decay (Loshchilov & Hutter 2017), gradient-norm clipping,
 - a ``tqdm.auto`` progress bar, periodic evaluation, a :class:`History` of everything,
-- seeding, and safetensors checkpoints that an interrupted run resumes from exactly.
+- seeding, and safetensors checkpoints that an interrupted run resumes from exactly,
+- several processes under ``torchrun`` (DistributedDataParallel), with nothing to change in
+  the notebook: see "Under torchrun" in :func:`fit` and :mod:`vfm_course.distributed`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
 from .profile import pick_device
 from .validate import check_choice, check_positive_int
@@ -205,11 +208,28 @@ def fit(
     with per-layer learning rates); its groups' ``lr`` are taken as the base rates. With
     ``checkpoint_path`` set, an existing checkpoint there is resumed from (``resume=True``) and
     a Ctrl-C / kernel interrupt saves one before returning.
+
+    Under torchrun (or in any initialized process group of N > 1 ranks) the same call trains
+    data-parallel: each rank takes its ``1/N`` share of every global batch (the loader is
+    sharded with :func:`vfm_course.distributed.shard_loader`, so ``batch_size`` means the
+    global batch) and ``loss_fn`` runs inside DistributedDataParallel, which averages the
+    gradients. All ranks start from rank 0's weights. The logged loss and extras are the mean
+    over ranks. ``eval_fn`` runs on rank 0 only, on the whole model, and its metrics are sent to
+    every rank, so every rank returns the same History and the numbers are exactly what one
+    process would compute (eval_fn must therefore not use collectives itself). Rank 0 alone
+    draws the progress bar and writes checkpoints (with every rank's RNG state); every rank
+    resumes from them. Each rank's random stream is seeded with ``seed + rank`` (as DeiT does)
+    so augmentations and masks differ across ranks.
     """
     cfg = config
+    distributed = dist.setup()  # joins torchrun's process group when launched by it
+    rank, world = dist.rank(), dist.world_size()
     device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank())
+    seed_everything(cfg.seed + rank)
     model.to(device)
+    train_loader = dist.shard_loader(train_loader, rank, world)
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
@@ -220,23 +240,47 @@ def fit(
     if ckpt is not None and cfg.resume and ckpt.is_file():
         start, history = _resume(ckpt, model, optimizer, device)
     amp = use_amp(cfg, device)
+    # One module around model + loss_fn, so DDP sees whatever submodules the loss calls.
+    objective = dist.ddp_objective(model, loss_fn, device) if distributed else None
 
-    def save(step: int) -> None:
-        if ckpt is not None:
-            state = {"step": step, "history": history.to_dict()}
-            state["torch_rng_state"] = torch.get_rng_state()
+    def save(step: int, together: bool = True) -> None:
+        """Rank 0 writes; with ``together`` (all ranks here at once) it also stores every
+        rank's RNG state, and the others wait until the file is complete."""
+        if ckpt is None:
+            return
+        state = {"step": step, "history": history.to_dict()}
+        state["torch_rng_state"] = torch.get_rng_state()
+        if distributed and together:
+            states = dist.all_gather_bytes(torch.get_rng_state())
+            state["rank_rng_states"] = [bytes(s.tolist()).hex() for s in states]
+        if dist.is_main():
             save_checkpoint(ckpt, model, cfg, optimizer=optimizer, train_state=state)
+        if distributed and together:
+            dist.barrier()
 
     def evaluate(step: int) -> None:
         if eval_fn is None:
             return
-        model.eval()
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            metrics = eval_fn(model)
-        model.train()
-        history.record_eval(step, metrics)
+        payload: dict[str, Any] = {}
+        if dist.is_main():
+            model.eval()
+            try:
+                with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+                    payload["metrics"] = {k: float(v) for k, v in eval_fn(model).items()}
+            except Exception as err:
+                if not distributed:
+                    raise
+                payload["error"] = f"{type(err).__name__}: {err}"  # tell the waiting ranks
+            model.train()
+        payload = dist.broadcast_json(payload)
+        if "error" in payload:
+            if dist.is_main():
+                raise RuntimeError(f"eval_fn failed: {payload['error']}")
+            raise RuntimeError(f"eval_fn failed on rank 0 ({payload['error']})")
+        history.record_eval(step, payload["metrics"])
 
-    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.desc, disable=not cfg.progress, leave=True)
+    show = cfg.progress and dist.is_main()
+    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.desc, disable=not show, leave=True)
     t0, step = time.perf_counter(), start
     model.train()
     try:
@@ -247,10 +291,13 @@ def fit(
             for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * factor
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                loss, extra = _split_loss(loss_fn(model, batch))
-            if not torch.isfinite(loss):
+                out = objective(batch) if objective is not None else loss_fn(model, batch)
+                loss, extra = _split_loss(out)
+            # Under DDP every rank checks the mean over ranks, so all stop together.
+            mean_loss = dist.all_reduce_mean(loss) if distributed else loss
+            if not torch.isfinite(mean_loss):
                 raise FloatingPointError(
-                    f"the loss became {loss.item()} at step {step}; try a lower learning rate"
+                    f"the loss became {mean_loss.item()} at step {step}; try a lower learning rate"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -259,7 +306,9 @@ def fit(
             optimizer.step()
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
-                value = loss.item()
+                value = mean_loss.item()
+                if distributed:
+                    extra = dist.mean_over_ranks(extra)
                 history.record(step, value, optimizer.param_groups[0]["lr"], extra)
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
             bar.update(1)
@@ -270,15 +319,25 @@ def fit(
         evaluate(step)
     except KeyboardInterrupt:
         history.interrupted = True
-        print(f"Interrupted at step {step}/{cfg.steps}.", end=" ")
-        if ckpt is not None:
-            print(f"Saved {ckpt}; run the same cell again to resume.")
-        else:
-            print("Set checkpoint_path to be able to resume.")
+        if dist.is_main():
+            print(f"Interrupted at step {step}/{cfg.steps}.", end=" ")
+            if ckpt is not None:
+                print(f"Saved {ckpt}; run the same cell again to resume.")
+            else:
+                print("Set checkpoint_path to be able to resume.")
+    except RuntimeError as err:
+        if distributed and "finished reduction" in str(err):
+            raise RuntimeError(
+                "DDP found parameters that got no gradient in the last step: every trainable "
+                "parameter must take part in the loss (freeze unused ones with "
+                "requires_grad_(False))"
+            ) from err
+        raise
     finally:
         bar.close()
         history.seconds += time.perf_counter() - t0
-    save(step)
+    # After Ctrl-C the ranks may have stopped at different points: no collectives then.
+    save(step, together=not history.interrupted)
     model.eval()
     return history
 
@@ -296,6 +355,12 @@ def _resume(
     model.to(device)
     optimizer.load_state_dict(ckpt["optimizer"])
     state = ckpt["train_state"]
-    if "torch_rng_state" in state:
+    per_rank = state.get("rank_rng_states", [])
+    if len(per_rank) == dist.world_size() > 1:  # each rank picks up its own random stream
+        rng = bytearray.fromhex(per_rank[dist.rank()])
+        torch.set_rng_state(torch.frombuffer(rng, dtype=torch.uint8).clone())
+    elif "torch_rng_state" in state and dist.is_main():
+        # Saved by one process (or after Ctrl-C, or by another world size): rank 0 continues
+        # that stream; the other ranks keep their fresh seed + rank streams.
         torch.set_rng_state(state["torch_rng_state"])
     return int(state["step"]), History.from_dict(state["history"])
