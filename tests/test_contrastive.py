@@ -15,6 +15,7 @@ from vfm_course.augment import (
     AugmentConfig,
     adjust_brightness,
     adjust_contrast,
+    adjust_hue,
     adjust_saturation,
     augment,
     gaussian_blur,
@@ -63,6 +64,24 @@ def test_colour_ops_match_torchvision_per_image(name: str, channels: int) -> Non
     expected = torch.stack([theirs(x[i], float(f[i])) for i in range(len(x))])
     torch.testing.assert_close(ours(x, f), expected, atol=1e-5, rtol=0)
     assert ours(x, f).min() >= 0 and ours(x, f).max() <= 1
+
+
+def test_hue_matches_torchvision_per_image() -> None:
+    x = _images(B=8)
+    x[0, :, :4] = 0.5  # gray rows: no hue at all
+    x[1, :, :3] = 0.0  # black
+    x[2, :2, :2] = 1.0  # ties between the largest channels (yellow)
+    f = torch.tensor([0.0, 0.1, -0.2, 0.5, -0.5, 0.33, 0.25, -0.07])
+    expected = torch.stack([TF.adjust_hue(x[i], float(f[i])) for i in range(len(x))])
+    torch.testing.assert_close(adjust_hue(x, f), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(adjust_hue(x, 0.0), x, atol=1e-6, rtol=0)
+    # Half a turn twice is a full turn: back to the start.
+    torch.testing.assert_close(adjust_hue(adjust_hue(x, 0.5), 0.5), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(adjust_hue(x[:, :1], f), x[:, :1])  # gray images have no hue
+    with pytest.raises(ValueError, match=r"\[-0.5, 0.5\]"):
+        adjust_hue(x, 0.7)
+    with pytest.raises(ValueError, match="half a turn"):
+        AugmentConfig(hue=0.6)
 
 
 def test_grayscale_matches_torchvision() -> None:

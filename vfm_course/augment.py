@@ -193,6 +193,59 @@ def adjust_saturation(x: torch.Tensor, f: torch.Tensor | float) -> torch.Tensor:
     return x if x.shape[1] == 1 else _blend(x, rgb_to_grayscale(x), f)
 
 
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 3, H, W) hue, saturation, value, each in [0, 1].
+
+    The hexcone model (Smith 1978): value is the largest channel, saturation the spread over
+    it, and hue says which channel is largest and how far the next one pulls towards it, in
+    sixths of the colour wheel. Gray pixels (spread 0) get hue 0 and saturation 0.
+    """
+    r, g, b = x.unbind(dim=1)  # (B, H, W) each
+    v, _ = x.max(dim=1)  # (B, H, W)
+    spread = v - x.min(dim=1).values  # (B, H, W)
+    gray = spread == 0
+    s = torch.where(v > 0, spread / torch.where(v > 0, v, 1.0), 0.0)
+    d = torch.where(gray, 1.0, spread)  # avoid 0/0 on gray pixels; their hue is set to 0
+    # Distance of each channel below the max, in units of the spread: 0 for the max channel.
+    rc, gc, bc = (v - r) / d, (v - g) / d, (v - b) / d
+    h = torch.where(r == v, bc - gc, torch.where(g == v, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(gray, 0.0, torch.remainder(h / 6.0, 1.0))
+    return torch.stack([h, s, v], dim=1)  # (B, 3, H, W)
+
+
+def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_rgb_to_hsv`: (B, 3, H, W) HSV -> RGB, each in [0, 1]."""
+    h, s, v = hsv.unbind(dim=1)  # (B, H, W) each
+    # Each channel k rises and falls along the wheel: v - v*s*clamp(min(t, 4 - t), 0, 1)
+    # with t = (6h + k) mod 6, k = 5, 3, 1 for R, G, B (the piecewise-linear hexcone).
+    out = []
+    for k in (5.0, 3.0, 1.0):
+        t = torch.remainder(6.0 * h + k, 6.0)
+        out.append(v - v * s * torch.clamp(torch.minimum(t, 4.0 - t), 0.0, 1.0))
+    return torch.stack(out, dim=1)  # (B, 3, H, W)
+
+
+def adjust_hue(x: torch.Tensor, f: torch.Tensor | float) -> torch.Tensor:
+    """Rotate image i's hues by f[i] turns of the colour wheel (f in [-0.5, 0.5]; 0 = unchanged;
+    +-0.5 swaps every colour for its opposite). Brightness (value) and saturation stay, so a
+    red square can become any colour but stays a square. A 1-channel image has no hue."""
+    x = _images(x)
+    f = torch.as_tensor(f, dtype=x.dtype, device=x.device)
+    f = f.expand(x.shape[0]) if f.ndim == 0 else f
+    if f.shape != (x.shape[0],):
+        raise ValueError(
+            f"hue factor must be a number or one value per image (B,) = ({x.shape[0]},), "
+            f"got shape {tuple(f.shape)}"
+        )
+    if (f.abs() > 0.5).any():
+        raise ValueError(f"hue factor must be in [-0.5, 0.5], got {f.abs().max().item():.3g}")
+    if x.shape[1] == 1:
+        return x.clone()
+    hsv = _rgb_to_hsv(x)
+    h = torch.remainder(hsv[:, 0] + f.view(-1, 1, 1), 1.0)  # (B, H, W)
+    return _hsv_to_rgb(torch.stack([h, hsv[:, 1], hsv[:, 2]], dim=1))
+
+
 def gaussian_blur(
     x: torch.Tensor, sigma: torch.Tensor | float, kernel_size: int = BLUR_KERNEL_SIZE
 ) -> torch.Tensor:
@@ -229,7 +282,8 @@ class AugmentConfig:
 
     A random resized crop (area fraction ``crop_scale``, aspect ``crop_ratio``) and a
     horizontal flip with ``flip_p``; with ``jitter_p`` a colour jitter (brightness, contrast,
-    saturation factors uniform in [1 - s, 1 + s]); grayscale with ``grayscale_p``; a Gaussian
+    saturation factors uniform in [1 - s, 1 + s], then a hue rotation uniform in [-hue, hue]
+    turns); grayscale with ``grayscale_p``; a Gaussian
     blur with ``blur_p`` and sigma uniform in ``blur_sigma``. SimCLR found crop + colour the
     essential pair: crops alone can be solved by matching colour histograms.
     """
@@ -241,6 +295,7 @@ class AugmentConfig:
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
+    hue: float = 0.0  # SimCLR uses 0.1; 0.5 makes colour carry nothing at all
     grayscale_p: float = 0.2
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 1.0)
@@ -256,6 +311,8 @@ class AugmentConfig:
         for name in ("brightness", "contrast", "saturation"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue is at most half a turn, so between 0 and 0.5; got {self.hue!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AugmentConfig:
@@ -270,8 +327,8 @@ def augment(
 
     Every image draws its own parameters, from ``generator`` or (when None) torch's global RNG,
     which :func:`vfm_course.train.fit` seeds. Unlike torchvision's ``ColorJitter``, the jitter
-    applies brightness, contrast, saturation in a fixed order (torchvision shuffles it) and
-    has no hue (an RGB -> HSV round trip); images not jittered get factor 1, the identity.
+    applies brightness, contrast, saturation, hue in a fixed order (torchvision shuffles it);
+    images not jittered get factor 1 (hue shift 0), the identity.
     """
     x = _images(x)
     if not isinstance(cfg, AugmentConfig):
@@ -292,6 +349,9 @@ def augment(
     x = adjust_brightness(x, factors(cfg.brightness, jitter))
     x = adjust_contrast(x, factors(cfg.contrast, jitter))
     x = adjust_saturation(x, factors(cfg.saturation, jitter))
+    if cfg.hue > 0:  # skipped at 0 so configs without hue draw the same random numbers as before
+        shift = torch.where(jitter, _uniform(B, -cfg.hue, cfg.hue, generator, dev), 0.0)
+        x = adjust_hue(x, shift)
     gray = coin(cfg.grayscale_p).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     x = torch.where(gray, rgb_to_grayscale(x).expand(B, C, H, W), x)
     blur = coin(cfg.blur_p).view(-1, 1, 1, 1)
