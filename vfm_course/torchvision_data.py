@@ -2,8 +2,9 @@
 
 CIFAR-10, STL-10 and Oxford-IIIT Pet download through torchvision (only when asked:
 ``download=True``), into the same folders torchvision uses, so a copy downloaded by torchvision
-elsewhere can be pointed at with ``root``. Penn-Fudan is not a torchvision dataset and is not
-loaded here.
+elsewhere can be pointed at with ``root``. Penn-Fudan (lesson 06's full-profile detection and
+instance-mask data) is not a torchvision dataset: :func:`load_pennfudan` reads the folder
+unpacked from the authors' ``PennFudanPed.zip`` and never downloads.
 
 Why the course reads CIFAR-10 and STL-10 itself instead of calling ``torchvision.datasets``:
 
@@ -221,7 +222,7 @@ def load_torchvision(
     if name == "pennfudan":
         raise ValueError(
             "Penn-Fudan is not a torchvision dataset, so load_torchvision cannot fetch it; "
-            "download PennFudanPed.zip from https://www.cis.upenn.edu/~jshi/ped_html/ yourself."
+            f"download and unzip {PENNFUDAN_URL} yourself, then read it with load_pennfudan(root)."
         )
     check_choice(name, "name", TORCHVISION_DATASETS)
     check_choice(split, "split", ("train", "test"))
@@ -231,3 +232,89 @@ def load_torchvision(
     if name == "stl10":
         return _load_stl10(root, split, download, verify)
     return _load_pets(root, split, download, image_size)
+
+
+# --- Penn-Fudan pedestrians: boxes and instance masks ---------------------------------------------
+
+PENNFUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
+PENNFUDAN_TEST_IMAGES = 50  # the last 50 images (by name) are the test split, as in
+# torchvision's detection tutorial, which trains on the rest of the 170
+
+
+class PennFudanDataset(Dataset):
+    """Penn-Fudan pedestrians (Wang et al. 2007), read from the official folder layout::
+
+        PennFudanPed/PNGImages/FudanPed00001.png      RGB photo
+        PennFudanPed/PedMasks/FudanPed00001_mask.png  one 8-bit value per pixel: 0 background,
+                                                      i = the i-th pedestrian (1, 2, ...)
+
+    Item i is ``(image, target)``: image float32 (3, S, S) in [0, 1]; target a dict with
+    ``boxes`` float32 (n, 4) xyxy on pixel edges (the extent of each instance mask, as
+    :mod:`vfm_course.scenes`: columns 3..7 give x1 = 3, x2 = 8), ``labels`` int64 (n,) all 0
+    (the single class "pedestrian"), ``masks`` bool (n, S, S), and ``semantic`` int64 (S, S):
+    0 background, 1 pedestrian. ``image_size`` S resizes image (bilinear) and masks (nearest
+    neighbour) to a square, boxes following the resized masks; ``None`` keeps the photo's size.
+    """
+
+    def __init__(self, folder: Path, names: list[str], image_size: int | None) -> None:
+        self.folder, self.names = folder, names
+        self.image_size = (
+            None if image_size is None else check_positive_int(image_size, "image_size")
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        name = self.names[index]
+        image = Image.open(self.folder / "PNGImages" / f"{name}.png").convert("RGB")
+        mask = Image.open(self.folder / "PedMasks" / f"{name}_mask.png")
+        if mask.size != image.size:
+            raise DatasetFileError(
+                f"PedMasks/{name}_mask.png is {mask.size[0]}x{mask.size[1]} but its image is "
+                f"{image.size[0]}x{image.size[1]}: the files do not belong together."
+            )
+        if self.image_size is not None:
+            size = (self.image_size, self.image_size)
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            mask = mask.resize(size, Image.Resampling.NEAREST)  # no in-between instance ids
+        ids = np.asarray(mask, dtype=np.int64)  # (H, W), palette indices = instance ids
+        present = np.unique(ids)
+        present = present[present > 0]
+        masks = ids[None] == present[:, None, None]  # (n, H, W)
+        boxes = np.zeros((len(present), 4), dtype=np.float32)
+        for j, m in enumerate(masks):
+            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+            boxes[j] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255)
+        return x, {
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.zeros(len(present), dtype=torch.int64),
+            "masks": torch.from_numpy(masks),
+            "semantic": torch.from_numpy((ids > 0).astype(np.int64)),
+        }
+
+
+def load_pennfudan(
+    root: str | os.PathLike, split: str = "train", image_size: int | None = 128
+) -> PennFudanDataset:
+    """Penn-Fudan from ``root`` (the folder holding ``PennFudanPed/``); see
+    :class:`PennFudanDataset`. ``split`` "train" (the first 120 images by name) or "test" (the
+    last 50). Never downloads: get the zip from :data:`PENNFUDAN_URL` and unzip it in ``root``.
+    """
+    check_choice(split, "split", ("train", "test"))
+    folder = Path(root) / "PennFudanPed"
+    if not (folder / "PNGImages").is_dir() or not (folder / "PedMasks").is_dir():
+        raise DatasetFileError(
+            f"Penn-Fudan is not in {folder} (need PNGImages/ and PedMasks/). Download "
+            f"{PENNFUDAN_URL} (53 MB) and unzip it in {Path(root)}."
+        )
+    names = sorted(p.stem for p in (folder / "PNGImages").glob("*.png"))
+    masks = {p.name for p in (folder / "PedMasks").glob("*_mask.png")}
+    missing = [f"{n}_mask.png" for n in names if f"{n}_mask.png" not in masks]
+    if not names or missing:
+        problem = f"PedMasks/ lacks {', '.join(missing[:3])}" if missing else "PNGImages/ is empty"
+        raise DatasetFileError(f"Penn-Fudan in {folder} is incomplete: {problem}.")
+    n_test = PENNFUDAN_TEST_IMAGES if len(names) > PENNFUDAN_TEST_IMAGES else len(names) // 2
+    cut = len(names) - n_test  # a small folder (a test fixture) splits half and half
+    return PennFudanDataset(folder, names[:cut] if split == "train" else names[cut:], image_size)
