@@ -16,8 +16,8 @@ Modules, in dependency order: ``validate``, ``profile``, ``attention``, ``patche
 ``profiling``, ``pos_embed``, ``blocks``, ``vit``, ``cnn``, ``raster``, ``shapes``, ``scenes``,
 ``data``, ``torchvision_data``, ``checkpoint``, ``distributed``, ``train``, ``metrics``,
 ``probe``, ``augment``, ``contrastive``, ``text``, ``clip``, ``masking``, ``mae``, ``finetune``,
-``detection``, ``segmentation``, ``viz``, ``checks``, ``recipes``, ``exercises``, ``student``,
-``grading``, ``widgets``, ``book``.
+``detection``, ``segmentation``, ``viz``, ``checks``, ``recipes``, ``downstream``, ``exercises``,
+``student``, ``grading``, ``widgets``, ``book``.
 """
 
 __version__ = "0.1.0"

@@ -1,0 +1,100 @@
+"""Full-profile downstream recipes run end to end offline, on fake data in the real formats."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from vfm_course import downstream
+from vfm_course.checkpoint import read_checkpoint, save_checkpoint
+from vfm_course.mae import MAE_PRESETS, MaskedAutoencoder
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A data folder holding a (tiny) pretrained encoder under the name of a full recipe."""
+    monkeypatch.setenv("VFM_DATA_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(MAE_PRESETS["mae_course_tiny"])  # 32 px, patch 4
+    for name in ("mae_cifar10", "mae_stl10"):
+        save_checkpoint(tmp_path / "checkpoints" / "full" / f"{name}.safetensors", mae, mae.cfg)
+    return tmp_path
+
+
+def _fake_real(name, split, n, image_size, download=False):
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    m = min(n, 40)
+    x = torch.rand(m, 3, image_size, image_size, generator=g)
+    return x, torch.arange(m) % 10
+
+
+class _FakePets:
+    """Oxford-IIIT Pet as load_torchvision returns it: items (image (3, S, S), mask (S, S))."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int):
+        mask = torch.zeros(self.size, self.size, dtype=torch.int64)
+        mask[4:20, 4 + i : 20 + i] = 1
+        mask[3, :] = 255  # the ignored border band
+        return torch.rand(3, self.size, self.size), mask
+
+
+def _fake_pennfudan(root, split="train", image_size=128):
+    items = []
+    for i in range(5):
+        boxes = torch.tensor([[2.0 + i, 4.0, 14.0 + i, 28.0]])
+        items.append(
+            (
+                torch.rand(3, image_size, image_size),
+                {"boxes": boxes, "labels": torch.zeros(1, dtype=torch.int64)},
+            )
+        )
+    return items
+
+
+@pytest.mark.parametrize("method", downstream.FINETUNE_METHODS)
+def test_finetune_recipes_run_offline(method, data_dir, monkeypatch):
+    monkeypatch.setattr(downstream, "load_real", _fake_real)
+    name = f"finetune_cifar10_{method}"
+    recipe = replace(downstream.DOWNSTREAM_RECIPES[name], steps=2, batch_size=8)
+    monkeypatch.setitem(downstream.DOWNSTREAM_RECIPES, name, recipe)
+    path = downstream.run_downstream(name)
+    meta = read_checkpoint(path)["metadata"]
+    assert meta["recipe"] == name and meta["settings"]["method"] == method
+    assert 0.0 <= meta["test_acc"] <= 1.0 and meta["labels"] == 4  # 10% of 40 fake images
+    with pytest.raises(FileExistsError, match="--force"):
+        downstream.run_downstream(name)
+
+
+@pytest.mark.parametrize("name", ["seg_pets", "det_pennfudan"])
+def test_dense_recipes_run_offline(name, data_dir, monkeypatch):
+    monkeypatch.setattr(
+        downstream, "load_torchvision", lambda *a, image_size, **k: _FakePets(image_size)
+    )
+    monkeypatch.setattr(downstream, "load_pennfudan", _fake_pennfudan)
+    recipe = replace(downstream.DOWNSTREAM_RECIPES[name], steps=2, batch_size=2, image_size=32)
+    monkeypatch.setitem(downstream.DOWNSTREAM_RECIPES, name, recipe)
+    meta = read_checkpoint(downstream.run_downstream(name))["metadata"]
+    key = "test_miou" if name == "seg_pets" else "map_50"
+    assert 0.0 <= meta[key] <= 1.0 and meta["train_seconds"] >= 0
+
+
+def test_downstream_errors(data_dir):
+    with pytest.raises(ValueError, match="unknown downstream recipe"):
+        downstream.run_downstream("finetune_imagenet")
+    with pytest.raises(ValueError, match="method"):
+        downstream.FinetuneRecipe("mae_cifar10", "cifar10", "prompt", steps=1)
+    with pytest.raises(ValueError, match="label_fraction"):
+        downstream.FinetuneRecipe("mae_cifar10", "cifar10", "full", steps=1, label_fraction=0)
+    with pytest.raises(ValueError, match="unknown full recipe"):
+        downstream.load_full_encoder("mae_imagenet")
+    (data_dir / "checkpoints" / "full" / "simclr_cifar10.safetensors").unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError, match="python -m vfm_course.recipes simclr_cifar10"):
+        downstream.load_full_encoder("simclr_cifar10")
