@@ -25,6 +25,7 @@ from vfm_course.augment import (
     rgb_to_grayscale,
     two_views,
 )
+from vfm_course.cnn import SmallCNN
 from vfm_course.contrastive import (
     SIMCLR_PRESETS,
     ProjectionHead,
@@ -317,6 +318,26 @@ def test_simclr_shapes_and_gradients_reach_encoder_and_projector() -> None:
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert isinstance(model.projector, ProjectionHead)
+
+
+def test_simclr_with_a_cnn_encoder() -> None:
+    torch.manual_seed(0)
+    cfg = SimCLRConfig(encoder=SMALL_ENCODER, arch="cnn", cnn_width=8, proj_dim=16)
+    model = SimCLR(cfg)
+    x = torch.rand(4, 3, 32, 32)
+    assert isinstance(model.encoder, SmallCNN)
+    assert model.features(x).shape == (4, 32) and model(x).shape == (4, 16)  # 4 * width
+    loss, _ = simclr_loss_fn()(model.train(), x)
+    loss.backward()
+    assert model.encoder.features[0][0].weight.grad.abs().sum() > 0
+    # Configs stored before arch existed load as the ViT they were.
+    old = {k: v for k, v in dataclasses.asdict(SIMCLR_PRESETS["simclr_course_tiny"]).items()}
+    del old["arch"], old["cnn_width"]
+    assert SimCLRConfig.from_dict(old).arch == "vit"
+    preset = SIMCLR_PRESETS["simclr_cnn_tiny"]
+    assert preset.arch == "cnn" and preset.augment.hue == 0.5
+    with pytest.raises(ValueError, match="arch"):
+        SimCLRConfig(encoder=SMALL_ENCODER, arch="resnet")
 
 
 def test_simclr_config_round_trips_through_json_and_validates() -> None:

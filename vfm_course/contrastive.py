@@ -23,7 +23,8 @@ from torch import nn
 
 from .augment import AugmentConfig, two_views
 from .checkpoint import config_from_dict
-from .validate import check_positive_int, check_tensor, resolve_config
+from .cnn import SmallCNN
+from .validate import check_choice, check_positive_int, check_tensor, resolve_config
 from .vit import VisionTransformer, ViTConfig, vit_config
 
 # ----------------------------------------------------------------------------- the loss
@@ -112,13 +113,20 @@ class ProjectionHead(nn.Module):
 @dataclass(frozen=True)
 class SimCLRConfig:
     """A SimCLR model and its objective: a ViT backbone (``num_classes=0``), the projection
-    head's widths, the NT-Xent temperature and the augmentations."""
+    head's widths, the NT-Xent temperature and the augmentations.
+
+    ``arch="cnn"`` swaps the ViT for a :class:`~vfm_course.cnn.SmallCNN` of width
+    ``cnn_width`` (features 4 * width; only ``encoder.in_chans`` is read), the encoder SimCLR
+    itself used (a ResNet): lesson 03 compares the two under the same objective.
+    """
 
     encoder: ViTConfig
     proj_hidden_dim: int = 256
     proj_dim: int = 64
     temperature: float = 0.2
     augment: AugmentConfig = AugmentConfig()
+    arch: str = "vit"
+    cnn_width: int = 16
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, ViTConfig):
@@ -130,6 +138,8 @@ class SimCLRConfig:
             )
         check_positive_int(self.proj_hidden_dim, "proj_hidden_dim")
         check_positive_int(self.proj_dim, "proj_dim")
+        check_choice(self.arch, "arch", ("vit", "cnn"))
+        check_positive_int(self.cnn_width, "cnn_width")
         _check_temperature(self.temperature)
         if not isinstance(self.augment, AugmentConfig):
             raise TypeError(f"augment must be an AugmentConfig, got {type(self.augment).__name__}")
@@ -145,12 +155,20 @@ SIMCLR_PRESETS: dict[str, SimCLRConfig] = {
         encoder=vit_config("vit_course_tiny", num_classes=0),
         augment=AugmentConfig(crop_scale=(0.5, 1.0)),
     ),
+    # Full hue rotation: in the shapes world colour is drawn independently of the shape, and
+    # without hue jitter the two views of an image share their hue, so matching colours is
+    # enough to find the partner and the encoder never needs the shape (measured in lesson 03).
+    "simclr_cnn_tiny": SimCLRConfig(
+        encoder=vit_config("vit_course_tiny", num_classes=0),
+        arch="cnn",
+        augment=AugmentConfig(crop_scale=(0.5, 1.0), hue=0.5),
+    ),
 }
 
 
 class SimCLR(nn.Module):
-    """Encoder f (a ViT backbone) and projection g; ``forward`` gives z = g(f(x)) for the loss,
-    ``features`` gives h = f(x) for evaluation.
+    """Encoder f (a ViT backbone, or a SmallCNN with ``arch="cnn"``) and projection g;
+    ``forward`` gives z = g(f(x)) for the loss, ``features`` gives h = f(x) for evaluation.
 
     Shapes:
         forward: (B, C, H, W) -> (B, proj_dim); features: (B, C, H, W) -> (B, D).
@@ -160,8 +178,12 @@ class SimCLR(nn.Module):
         super().__init__()
         cfg = resolve_config(cfg, SIMCLR_PRESETS, SimCLRConfig, "SimCLR")
         self.cfg = cfg
-        self.encoder = VisionTransformer(cfg.encoder)
-        self.projector = ProjectionHead(cfg.encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_dim)
+        if cfg.arch == "cnn":
+            self.encoder = SmallCNN(cfg.encoder.in_chans, num_classes=0, width=cfg.cnn_width)
+        else:
+            self.encoder = VisionTransformer(cfg.encoder)
+        width = self.encoder.num_features  # D: embed_dim for the ViT, 4 * width for the CNN
+        self.projector = ProjectionHead(width, cfg.proj_hidden_dim, cfg.proj_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

@@ -51,6 +51,7 @@ from .clip import (
     zero_shot_predict,
     zero_shot_weights,
 )
+from .cnn import SmallCNN
 from .contrastive import SIMCLR_PRESETS, SimCLR, SimCLRConfig, simclr_loss_fn
 from .data import DOWNLOAD_DIR, BatchLoader, load_digits, load_shapes
 from .mae import MAE_PRESETS, MAEConfig, MaskedAutoencoder, mae_loss_fn
@@ -259,14 +260,15 @@ _PRETRAIN = {
 }
 
 
-def backbone(model: nn.Module) -> VisionTransformer:
-    """The image encoder inside a pretrained model (MAE/SimCLR ``encoder``, CLIP ``visual``)."""
+def backbone(model: nn.Module) -> VisionTransformer | SmallCNN:
+    """The image encoder inside a pretrained model (MAE/SimCLR ``encoder``, CLIP ``visual``):
+    a ViT, or the SmallCNN of a CNN SimCLR."""
     if isinstance(model, VisionTransformer):
         return model
     for name in ("encoder", "visual"):
-        if isinstance(getattr(model, name, None), VisionTransformer):
+        if isinstance(getattr(model, name, None), VisionTransformer | SmallCNN):
             return getattr(model, name)
-    raise TypeError(f"{type(model).__name__} has no ViT image encoder (encoder or visual)")
+    raise TypeError(f"{type(model).__name__} has no image encoder (encoder or visual)")
 
 
 def probe_encoder(
@@ -385,6 +387,8 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     "simclr_shapes": PretrainRecipe(
         "simclr", "simclr_course_tiny", steps=2500, batch_size=64, warmup_steps=200
     ),
+    # The same objective with a small CNN and full hue jitter (lesson 03's comparison).
+    "simclr_cnn_shapes": PretrainRecipe("simclr", "simclr_cnn_tiny", steps=1200, warmup_steps=50),
     "clip_shapes": PretrainRecipe("clip", "clip_course_tiny", steps=3000, warmup_steps=200),
 }
 
