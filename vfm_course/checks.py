@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import torch
 
 from .attention import scaled_dot_product_attention, split_heads
+from .detection import box_convert, box_iou, nms
 from .profiling import peak_memory
 
 _ATOL, _RTOL = 1e-5, 1e-4
@@ -606,3 +607,351 @@ def check_nt_xent(fn: Callable[..., torch.Tensor]) -> bool:
         case = f"for B={B}, D={D}, temperature={t}"
         _diagnose(ex, out, nt_xent_loss(z1, z2, t), wrong, case)
     return _passed(f"NT-Xent matches the reference on {len(cases)} batch sizes and temperatures")
+
+
+# --- lesson 05: fine-tuning --------------------------------------------------------------------
+
+
+def check_lora_forward(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(x, weight, bias, lora_A, lora_B, scaling)`` -> ``x W^T + b + s (x A^T) B^T``.
+
+    x (..., in), weight (out, in), bias (out,), lora_A (r, in), lora_B (out, r) -> (..., out):
+    a frozen linear layer plus LoRA's scaled low-rank update (Hu et al. 2021).
+    """
+    import torch.nn.functional as F
+
+    ex = "check_lora_forward"
+    g = torch.Generator().manual_seed(501)
+    cases = [((2, 5), 8, 6, 2, 2.0), ((3,), 4, 7, 1, 0.5), ((2, 3, 4), 10, 5, 3, 4.0)]
+    for lead, d_in, d_out, r, s in cases:
+        x, weight, bias = _randn(g, *lead, d_in), _randn(g, d_out, d_in), _randn(g, d_out)
+        lora_A, lora_B = _randn(g, r, d_in), _randn(g, d_out, r)
+        out = _run(ex, fn, x, weight, bias, lora_A, lora_B, s)
+        out = _expect_tensor(
+            ex,
+            out,
+            (*lead, d_out),
+            "the output has the base layer's shape (..., out): x @ weight.T + bias, plus the "
+            "update (x @ lora_A.T) @ lora_B.T",
+        )
+        base = F.linear(x, weight, bias)  # (..., out)
+        update = (x @ lora_A.T) @ lora_B.T  # (..., out)
+        wrong = {
+            "the update is not scaled: multiply (x A^T) B^T by scaling (= alpha / r)": base
+            + update,
+            "you divided the update by scaling: multiply by it (scaling = alpha / r is "
+            "already the factor)": base + update / s,
+            "the bias is missing: the base layer is x @ weight.T + bias": x @ weight.T + s * update,
+            "scaling multiplies only the low-rank update, not the frozen base layer": s
+            * (base + update),
+            "that is the base layer alone: add the low-rank update s * (x A^T) B^T": base,
+        }
+        case = f"for x {tuple(x.shape)}, r={r}, scaling={s}"
+        _diagnose(ex, out, base + s * update, wrong, case)
+    return _passed(f"the LoRA forward matches the reference on {len(cases)} shapes and ranks")
+
+
+def _kd_variant(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, T: float, a: float, bug: str):
+    """Distillation loss with one known mistake (or none, ``bug=""``)."""
+    import torch.nn.functional as F
+
+    log_ps = F.log_softmax(s / (1.0 if bug == "student_no_T" else T), dim=-1)  # (B, K)
+    log_pt = F.log_softmax(t / (1.0 if bug == "teacher_no_T" else T), dim=-1)  # (B, K)
+    if bug == "reversed":
+        kl = (log_ps.exp() * (log_ps - log_pt)).sum(-1).mean()  # KL(student || teacher)
+    elif bug == "elementwise_mean":
+        kl = (log_pt.exp() * (log_pt - log_ps)).mean()  # also divides by K
+    elif bug == "cross_entropy_soft":
+        kl = -(log_pt.exp() * log_ps).sum(-1).mean()  # KL plus the teacher's entropy
+    else:
+        kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
+    factor = 1.0 if bug == "no_T2" else (T if bug == "T1" else T**2)
+    ce = F.cross_entropy(s / T if bug == "ce_soft" else s, y)
+    if bug == "swapped":
+        return (1 - a) * factor * kl + a * ce
+    return a * factor * kl + (1 - a) * ce
+
+
+def check_distillation_loss(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(student_logits, teacher_logits, labels, temperature, alpha)`` -> the scalar
+    ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)``, the KL
+    summed over classes and averaged over the batch (Hinton et al. 2015)."""
+    from .finetune import distillation_loss
+
+    ex = "check_distillation_loss"
+    g = torch.Generator().manual_seed(502)
+    cases = [(4, 6, 4.0, 0.5), (8, 3, 2.0, 0.9), (5, 10, 3.0, 0.3), (3, 5, 1.5, 1.0)]
+    for B, K, T, a in cases:
+        s, t = 3 * _randn(g, B, K), 3 * _randn(g, B, K)
+        y = torch.randint(K, (B,), generator=g)
+        out = _run(ex, fn, s, t, y, T, a)
+        out = _expect_tensor(
+            ex, out, (), "return one number (shape ()): the KL and the cross-entropy are means"
+        )
+        expected = distillation_loss(s, t, y, T, a)
+        wrong = {
+            "the soft-target term misses its factor T^2, which keeps its gradients as large as "
+            "the label term's whatever the temperature": _kd_variant(s, t, y, T, a, "no_T2"),
+            "multiply the soft-target term by T^2 (T squared), not T": _kd_variant(
+                s, t, y, T, a, "T1"
+            ),
+            "the KL is the wrong way round: KL(teacher || student) = sum p_teacher * "
+            "(log p_teacher - log p_student), the teacher's probabilities weight the "
+            "sum": _kd_variant(s, t, y, T, a, "reversed"),
+            "divide the teacher's logits by the temperature too: both distributions are "
+            "softened": _kd_variant(s, t, y, T, a, "teacher_no_T"),
+            "divide the student's logits by the temperature too (inside the KL term): both "
+            "distributions are softened": _kd_variant(s, t, y, T, a, "student_no_T"),
+            "the label term uses the softened logits: the cross-entropy with the labels is on "
+            "the student's plain logits (temperature 1)": _kd_variant(s, t, y, T, a, "ce_soft"),
+            "alpha weights the teacher (soft-target) term and 1 - alpha the labels, not the "
+            "other way round": _kd_variant(s, t, y, T, a, "swapped"),
+            "the KL is averaged over classes too: sum over the K classes, then average over "
+            "the batch (F.kl_div's reduction='batchmean')": _kd_variant(
+                s, t, y, T, a, "elementwise_mean"
+            ),
+            "that is the soft cross-entropy -sum p_t log p_s, not the KL: subtract the teacher's "
+            "own entropy (sum p_t log p_t), or use F.kl_div": _kd_variant(
+                s, t, y, T, a, "cross_entropy_soft"
+            ),
+        }
+        if a == 1.0:  # only the soft term counts: the label-term mistakes look right here
+            wrong = {k: v for k, v in wrong.items() if "label term" not in k}
+        case = f"for B={B}, K={K}, temperature={T}, alpha={a}"
+        _diagnose(ex, out, expected, wrong, case)
+    return _passed(
+        f"the distillation loss matches the reference on {len(cases)} temperatures and alphas"
+    )
+
+
+def _fgsm_models(g: torch.Generator) -> list[tuple[str, torch.nn.Module]]:
+    """Small seeded models for the FGSM check; one with BatchNorm left in train mode."""
+    from torch import nn
+
+    def seeded(model: nn.Module) -> nn.Module:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        return model
+
+    mlp = seeded(nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Tanh(), nn.Linear(16, 4)))
+    cnn = seeded(
+        nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(24, 4),
+        )
+    )
+    with torch.no_grad():  # running statistics unlike any batch's, so train mode shows
+        cnn[1].running_mean.copy_(torch.randn(6, generator=g))
+        cnn[1].running_var.copy_(0.5 + torch.rand(6, generator=g))
+    return [("a small MLP in eval mode", mlp.eval()), ("a CNN with BatchNorm in train mode", cnn)]
+
+
+def check_fgsm(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(model, images, labels, epsilon)`` -> ``clamp(x + eps * sign(grad_x CE), 0, 1)``,
+    computed with the model in eval mode and the model's mode restored afterwards."""
+    import torch.nn.functional as F
+
+    from .finetune import eval_mode, fgsm
+
+    ex = "check_fgsm"
+    g = torch.Generator().manual_seed(503)
+    models = _fgsm_models(g)
+    cases = [(0, 3, 0.1), (1, 4, 0.05), (0, 2, 0.3), (1, 3, 0.02)]
+    for m, B, eps in cases:
+        what, model = models[m]
+        was_training = model.training
+        x = torch.rand(B, 3, 4, 4, generator=g)
+        y = torch.randint(4, (B,), generator=g)
+        expected = fgsm(model, x, y, eps)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        out = _run(ex, fn, model, x, y, eps)
+        if model.training != was_training:
+            _fail(
+                ex,
+                f"the model was in {'train' if was_training else 'eval'} mode before your "
+                f"function and in {'train' if model.training else 'eval'} mode after",
+                "put it back as you found it: `with eval_mode(model): ...` does that for you",
+            )
+        changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
+        model.load_state_dict(state)
+        if changed:
+            _fail(
+                ex,
+                f"the attack changed the model ({', '.join(changed)})",
+                "run the model in eval mode during the attack (`with eval_mode(model):`), so "
+                "BatchNorm neither uses the batch's statistics nor updates its running ones",
+            )
+        out = _expect_tensor(ex, out, tuple(x.shape), "return the perturbed images, (B, C, H, W)")
+        xg = x.clone().requires_grad_(True)
+        with eval_mode(model), torch.enable_grad():
+            grad = torch.autograd.grad(F.cross_entropy(model(xg), y), xg)[0]
+        step = eps * grad.sign()
+        wrong = {
+            "the images moved *down* the loss: an attack adds epsilon * sign(gradient) to "
+            "increase the loss": (x - step).clamp(0, 1),
+            "the result leaves the valid pixel range: clamp it to [0, 1]": x + step,
+            "use the gradient's sign, not the gradient itself: every pixel moves by exactly "
+            "epsilon (the steepest step under an L-infinity budget)": (x + eps * grad).clamp(0, 1),
+            "that is the perturbation alone: return the perturbed images x + epsilon * "
+            "sign(gradient), clamped": step,
+        }
+        _diagnose(ex, out, expected, wrong, f"on {what}, epsilon={eps}")
+    return _passed(f"FGSM matches the reference on {len(cases)} models and budgets")
+
+
+# --- lesson 06: detection ----------------------------------------------------------------------
+
+
+def _random_boxes(g: torch.Generator, n: int, size: float = 64.0) -> torch.Tensor:
+    """(n, 4) valid "xyxy" boxes inside a size x size image."""
+    xy = torch.rand(n, 2, generator=g) * size * 0.8
+    return torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=g) * size * 0.3], dim=1)
+
+
+def check_box_convert(fn: Callable[[torch.Tensor, str, str], torch.Tensor]) -> bool:
+    """Check ``fn(boxes, in_fmt, out_fmt)`` for every pair of "xyxy", "xywh", "cxcywh"."""
+    ex = "check_box_convert"
+    g = torch.Generator().manual_seed(601)
+    formats = ("xyxy", "xywh", "cxcywh")
+    xyxy = _random_boxes(g, 7)
+    for in_fmt in formats:
+        boxes = box_convert(xyxy, "xyxy", in_fmt)
+        for out_fmt in formats:
+            out = _expect_tensor(
+                ex,
+                _run(ex, fn, boxes, in_fmt, out_fmt),
+                (7, 4),
+                "return one row of 4 numbers per box: (N, 4)",
+            )
+            x1, y1, x2, y2 = xyxy.unbind(-1)
+            w, h = x2 - x1, y2 - y1
+            wrong = {
+                "the centre is the midpoint (x1 + x2) / 2, not x1 + w": torch.stack(
+                    [x1 + w, y1 + h, w, h], -1
+                ),
+                "from (cx, cy, w, h) the corner is cx - w / 2: half the width, not all of it": (
+                    torch.stack([x1 - w / 2, y1 - h / 2, x2 + w / 2, y2 + h / 2], -1)
+                ),
+                "(x, y, w, h) ends with the width and height, x2 - x1 and y2 - y1, not the "
+                "far corner": xyxy,
+                "x and y are swapped: boxes are (x, ...) first, then y": box_convert(
+                    xyxy[:, [1, 0, 3, 2]], "xyxy", out_fmt
+                ),
+            }
+            wrong = {k: v for k, v in wrong.items() if v.shape == out.shape}
+            case = f"converting {in_fmt!r} -> {out_fmt!r}"
+            _diagnose(ex, out, box_convert(boxes, in_fmt, out_fmt), wrong, case)
+    return _passed("box_convert matches the reference for all 9 pairs of formats")
+
+
+def check_box_iou(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
+    """Check ``fn(boxes1, boxes2)``: (N, 4), (M, 4) "xyxy" -> (N, M) pairwise IoU."""
+    ex = "check_box_iou"
+    g = torch.Generator().manual_seed(602)
+    for n, m in [(5, 4), (1, 6), (8, 8)]:
+        a, b = _random_boxes(g, n), _random_boxes(g, m)
+        a[0] = b[0]  # one identical pair: IoU 1
+        if n > 1:
+            a[1] = torch.tensor([100.0, 100, 110, 110])  # far away from everything: IoU 0
+        out = _expect_tensor(
+            ex,
+            _run(ex, fn, a, b),
+            (n, m),
+            "one IoU per pair: broadcast boxes1[:, None] against boxes2[None, :] -> (N, M)",
+        )
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        lt = torch.max(a[:, None, :2], b[None, :, :2])
+        rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+        raw = (rb - lt).prod(-1)  # no clamp: negative "overlaps" for disjoint boxes
+        inter = (rb - lt).clamp(min=0).prod(-1)
+        union = area_a[:, None] + area_b[None, :] - inter
+        wrong = {
+            "disjoint boxes got a non-zero overlap: clamp the intersection's width and height "
+            "at 0 before multiplying, (rb - lt).clamp(min=0)": raw
+            / (area_a[:, None] + area_b[None, :] - raw),
+            "the union counts the intersection twice: union = area1 + area2 - intersection": inter
+            / (area_a[:, None] + area_b[None, :]),
+            "that is intersection / union's complement; IoU = intersection / union": inter
+            / (area_a[:, None] + area_b[None, :] - 2 * inter).clamp(min=1e-9),
+            "the intersection's corners: top-left is the max of the two top-lefts, "
+            "bottom-right the min of the two bottom-rights": (
+                (
+                    torch.max(a[:, None, 2:], b[None, :, 2:])
+                    - torch.min(a[:, None, :2], b[None, :, :2])
+                ).prod(-1)
+                / union
+            ),
+        }
+        _diagnose(ex, out, box_iou(a, b), wrong, f"for {n} boxes against {m}")
+    return _passed("box_iou matches the reference (identical, overlapping and disjoint boxes)")
+
+
+def check_nms(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
+    """Check ``fn(boxes, scores, iou_threshold)`` -> int64 indices kept, by decreasing score."""
+    ex = "check_nms"
+    g = torch.Generator().manual_seed(603)
+    for n, thr in [(30, 0.5), (60, 0.3), (20, 0.7)]:
+        centres = torch.rand(4, 2, generator=g) * 40  # 4 clusters of overlapping boxes
+        pick = torch.randint(0, 4, (n,), generator=g)
+        xy = centres[pick] + torch.randn(n, 2, generator=g) * 3
+        boxes = torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 4], dim=1)
+        scores = torch.rand(n, generator=g)
+        out = _run(ex, fn, boxes, scores, thr)
+        if isinstance(out, list):
+            out = torch.tensor(out, dtype=torch.int64)
+        if not isinstance(out, torch.Tensor) or out.ndim != 1:
+            _fail(ex, "return a 1-D tensor of the kept boxes' indices", "e.g. torch.tensor(keep)")
+        if out.is_floating_point() or out.dtype == torch.bool:
+            _fail(
+                ex,
+                f"your function returned a {out.dtype} tensor; return the kept *indices* (int64)",
+                "collect the index of each kept box, not a mask or the boxes themselves",
+            )
+        expected = nms(boxes, scores, thr)
+        if torch.equal(out.long(), expected):
+            continue
+        case = f"for {n} boxes in 4 clusters, iou_threshold={thr}"
+        if sorted(out.tolist()) == sorted(expected.tolist()):
+            _fail(ex, f"right boxes, wrong order {case}", "return them by decreasing score")
+        order = scores.argsort(descending=True)
+        ious = box_iou(boxes, boxes)
+        # known-wrong variants: compare the kept sets
+        ascending = _greedy(order.flip(0), ious, thr, above=True)
+        inverted = _greedy(order, ious, thr, above=False)
+        no_update = [
+            int(i)
+            for i in order
+            if not any(ious[i, j] > thr for j in order if scores[j] > scores[i])
+        ]
+        hints = {
+            "start from the *highest* score: sort with descending=True": ascending,
+            "suppress boxes whose IoU is *above* the threshold (they overlap the kept box), "
+            "keep the rest": inverted,
+            "a box is only suppressed by boxes you *kept*: a box already suppressed must not "
+            "suppress others": no_update,
+        }
+        for hint, wrong in hints.items():
+            if sorted(out.tolist()) == sorted(wrong):
+                _fail(ex, f"wrong boxes kept {case}", hint)
+        _fail(
+            ex,
+            f"kept {sorted(out.tolist())} {case}, expected {sorted(expected.tolist())}",
+            "loop over boxes by decreasing score; keep one if no kept box overlaps it by IoU > "
+            "iou_threshold",
+        )
+    return _passed("nms keeps the same boxes, in the same order, as the reference")
+
+
+def _greedy(order: torch.Tensor, ious: torch.Tensor, thr: float, above: bool) -> list[int]:
+    """Greedy NMS over ``order``, suppressing IoU above (right) or below (wrong) ``thr``."""
+    keep: list[int] = []
+    for i in order.tolist():
+        if all((ious[i, j].item() <= thr) if above else (ious[i, j].item() >= thr) for j in keep):
+            keep.append(i)
+    return keep

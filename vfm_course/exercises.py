@@ -31,6 +31,8 @@ from . import checks
 from .attention import chunked_attention, merge_heads, scaled_dot_product_attention, split_heads
 from .clip import clip_loss
 from .contrastive import nt_xent_loss
+from .detection import box_convert, box_iou, nms
+from .finetune import distillation_loss, fgsm
 from .mae import masked_patch_loss
 from .masking import random_masking
 from .patches import patchify
@@ -54,6 +56,13 @@ def random_masking_reference(x, mask_ratio, noise):
     """(B, N, D) tokens -> kept (B, N_keep, D), mask (B, N), ids_restore (B, N)."""
     kept, mask, ids_restore, _ = random_masking(x, mask_ratio, noise)
     return kept, mask, ids_restore
+
+
+def lora_forward_reference(x, weight, bias, lora_A, lora_B, scaling):
+    """x (..., in) -> (..., out): the frozen layer plus the scaled low-rank update, the formula of
+    :meth:`vfm_course.finetune.LoRALinear.forward` with its weights passed in."""
+    base = torch.nn.functional.linear(x, weight, bias)  # (..., out)
+    return base + (x @ lora_A.T) @ lora_B.T * scaling  # (..., r) -> (..., out)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -90,6 +99,35 @@ def _rand(*shape: int) -> str:
 
 _L01, _L02 = "01_attention_from_scratch", "02_vision_transformer"
 _L03, _L04 = "03_contrastive_learning", "04_masked_autoencoders"
+_L05, _L06 = "05_fine_tuning", "06_detection_segmentation"
+
+
+def _boxes(n: int) -> str:
+    """n valid "xyxy" boxes, drawn from ``_g``, that often overlap (corners within 16 pixels)."""
+    corner, size = f"16 * {_rand(n, 2)}", f"8 + 16 * {_rand(n, 2)}"
+    return f"(lambda xy, wh: _torch.cat([xy, xy + wh], 1))({corner}, {size})"
+
+
+def _sized(n: int) -> str:
+    """n boxes as (a, b, w, h) with w, h >= 1: valid in "xywh" and "cxcywh"."""
+    return f"_torch.cat([48 * {_rand(n, 2)}, 1 + 16 * {_rand(n, 2)}], 1)"
+
+
+def _clustered(n: int) -> str:
+    """n "xyxy" boxes around 4 centres, many near-duplicates: NMS has work to do."""
+    return (
+        f"(lambda xy: _torch.cat([xy, xy + 10 + 4 * {_rand(n, 2)}], 1))"
+        f"(20.0 * _torch.randint(0, 2, ({n}, 2), generator=_g) + 2 * {_randn(n, 2)})"
+    )
+
+
+# A small classifier of 3x4x4 images into 3 classes whose weights come from ``_g`` alone (not
+# from torch's global random stream), so the grader's hidden FGSM cases are deterministic.
+_SEEDED_MLP = (
+    "_torch.nn.Sequential(_torch.nn.Flatten(), _torch.nn.Linear(48, 8), _torch.nn.Tanh(), "
+    "_torch.nn.Linear(8, 3)).apply(lambda m: [p.data.normal_(generator=_g) "
+    "for p in m.parameters(recurse=False)])"
+)
 
 EXERCISES: dict[str, Exercise] = {
     e.name: e
@@ -240,6 +278,109 @@ EXERCISES: dict[str, Exercise] = {
                 ),
             ),
             seed=7402,
+        ),
+        Exercise(
+            "lora_forward",
+            _L05,
+            ("my_lora_forward",),
+            ("ex1-lora-forward",),
+            "check_lora_forward",
+            (lora_forward_reference,),
+            (
+                HiddenCase(
+                    "r=2, scaling 2",
+                    f"my_lora_forward({_randn(2, 5, 8)}, {_randn(6, 8)}, {_randn(6)}, "
+                    f"{_randn(2, 8)}, {_randn(6, 2)}, 2.0)",
+                ),
+                HiddenCase(
+                    "r=1, scaling 0.5",
+                    f"my_lora_forward({_randn(3, 4)}, {_randn(7, 4)}, {_randn(7)}, "
+                    f"{_randn(1, 4)}, {_randn(7, 1)}, 0.5)",
+                ),
+            ),
+            seed=7501,
+        ),
+        Exercise(
+            "distillation_loss",
+            _L05,
+            ("my_distillation_loss",),
+            ("ex2-distillation-loss",),
+            "check_distillation_loss",
+            (distillation_loss,),
+            (
+                HiddenCase(
+                    "T=4, alpha 0.5",
+                    f"my_distillation_loss(3 * {_randn(4, 6)}, 3 * {_randn(4, 6)}, "
+                    f"_torch.randint(6, (4,), generator=_g), 4.0, 0.5)",
+                ),
+                HiddenCase(
+                    "T=2, alpha 0.8",
+                    f"my_distillation_loss(2 * {_randn(5, 3)}, 2 * {_randn(5, 3)}, "
+                    f"_torch.randint(3, (5,), generator=_g), 2.0, 0.8)",
+                ),
+            ),
+            seed=7502,
+        ),
+        Exercise(
+            "fgsm",
+            _L05,
+            ("my_fgsm",),
+            ("ex3-fgsm",),
+            "check_fgsm",
+            (fgsm,),
+            (
+                HiddenCase(
+                    "epsilon 0.1",
+                    f"my_fgsm({_SEEDED_MLP}, {_rand(3, 3, 4, 4)}, "
+                    f"_torch.randint(3, (3,), generator=_g), 0.1)",
+                ),
+                HiddenCase(
+                    "epsilon 0.03",
+                    f"my_fgsm({_SEEDED_MLP}, {_rand(2, 3, 4, 4)}, "
+                    f"_torch.randint(3, (2,), generator=_g), 0.03)",
+                ),
+            ),
+            seed=7503,
+        ),
+        Exercise(
+            "box_iou",
+            _L06,
+            ("my_box_iou",),
+            ("ex1-box-iou",),
+            "check_box_iou",
+            (box_iou,),
+            (
+                HiddenCase("5 boxes against 4", f"my_box_iou({_boxes(5)}, {_boxes(4)})"),
+                HiddenCase("3 boxes against 7", f"my_box_iou({_boxes(3)}, {_boxes(7)})"),
+            ),
+            seed=7601,
+        ),
+        Exercise(
+            "nms",
+            _L06,
+            ("my_nms",),
+            ("ex2-nms",),
+            "check_nms",
+            (nms,),
+            (
+                HiddenCase("25 boxes, IoU 0.5", f"my_nms({_clustered(25)}, {_rand(25)}, 0.5)"),
+                HiddenCase("40 boxes, IoU 0.3", f"my_nms({_clustered(40)}, {_rand(40)}, 0.3)"),
+            ),
+            seed=7602,
+        ),
+        Exercise(
+            "box_convert",
+            _L06,
+            ("my_box_convert",),
+            ("ex3-box-convert",),
+            "check_box_convert",
+            (box_convert,),
+            (
+                HiddenCase("cxcywh to xyxy", f"my_box_convert({_sized(6)}, 'cxcywh', 'xyxy')"),
+                HiddenCase("xyxy to xywh", f"my_box_convert({_boxes(6)}, 'xyxy', 'xywh')"),
+                HiddenCase("xywh to cxcywh", f"my_box_convert({_sized(5)}, 'xywh', 'cxcywh')"),
+            ),
+            seed=7603,
         ),
     ]
 }

@@ -61,6 +61,8 @@ SETUP_CELLS = {
     "02_vision_transformer": "931c3db4",
     "03_contrastive_learning": "3a8694db",
     "04_masked_autoencoders": "02aca165",
+    "05_fine_tuning": "imports",
+    "06_detection_segmentation": "imports",
 }
 
 
