@@ -95,6 +95,12 @@ MAE_PRESETS: dict[str, MAEConfig] = {
     # position embeddings; a 2-block, 64-wide decoder, narrower and shallower than the encoder
     # as in MAE (whose default decoder costs < 10% of the encoder's compute per token).
     "mae_course_tiny": MAEConfig(vit_config("vit_course_tiny", num_classes=0, pos_embed="sincos")),
+    # Raw-pixel targets. On the shapes world's plain backgrounds most patches are flat: their
+    # per-patch normalised target is all zeros, and the few edge patches carry the whole loss.
+    # Measured in lesson 04: with raw pixels the encoder fine-tunes far better (issue notes).
+    "mae_course_tiny_pixels": MAEConfig(
+        vit_config("vit_course_tiny", num_classes=0, pos_embed="sincos"), norm_pix_loss=False
+    ),
 }
 
 

@@ -384,6 +384,10 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     ),
     # The three pretrained tiny encoders of lessons 03-06 (same ViT backbone, three objectives).
     "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=2000, warmup_steps=200),
+    # The same MAE with raw-pixel targets (lesson 04 compares the two as initialisations).
+    "mae_shapes_pixels": PretrainRecipe(
+        "mae", "mae_course_tiny_pixels", steps=2000, warmup_steps=200
+    ),
     "simclr_shapes": PretrainRecipe(
         "simclr", "simclr_course_tiny", steps=2500, batch_size=64, warmup_steps=200
     ),
