@@ -31,10 +31,17 @@ from .data import DOWNLOAD_DIR, BatchLoader
 from .detection import CenterNet, centernet_loss_fn
 from .finetune import apply_lora, classifier_from_encoder, layer_decay_optimizer, train_head_only
 from .metrics import evaluate_classifier, jaccard_index, mean_average_precision
-from .recipes import FULL_RECIPES, backbone, build_model, classification_loss, load_real
+from .recipes import (
+    FULL_RECIPES,
+    _train_config,
+    backbone,
+    build_model,
+    classification_loss,
+    load_real,
+)
 from .segmentation import SegmentationModel, predict_masks, segmentation_loss_fn
 from .torchvision_data import IGNORE_INDEX, load_pennfudan, load_torchvision
-from .train import TrainConfig, fit
+from .train import fit
 from .validate import check_choice
 from .vit import VisionTransformer
 
@@ -143,7 +150,7 @@ def finetune(recipe: FinetuneRecipe, download: bool = False) -> tuple[nn.Module,
         model,
         classification_loss(),
         BatchLoader(x_train[:n], y_train[:n], recipe.batch_size, seed=recipe.seed),
-        _config(recipe, f"{recipe.method} fine-tune on {recipe.dataset}"),
+        _train_config(recipe, f"{recipe.method} fine-tune on {recipe.dataset}", True),
         eval_fn=lambda m: evaluate_classifier(m, x_test, y_test),
         optimizer=optimizer,
     )
@@ -177,7 +184,9 @@ def train_dense(recipe: DenseRecipe, download: bool = False) -> tuple[nn.Module,
     if recipe.task == "segmentation":
         model = SegmentationModel(encoder, 2, "conv", recipe.image_size, recipe.frozen)
         loader = BatchLoader(x_train, t_train, recipe.batch_size, seed=recipe.seed)
-        history = fit(model, segmentation_loss_fn(IGNORE_INDEX), loader, _config(recipe, desc))
+        history = fit(
+            model, segmentation_loss_fn(IGNORE_INDEX), loader, _train_config(recipe, desc, True)
+        )
         pred = predict_masks(model, x_test)  # on the model's device
         miou = jaccard_index(pred, t_test, 2, ignore_index=IGNORE_INDEX)
         results = {"test_miou": round(float(miou), 4)}
@@ -185,25 +194,13 @@ def train_dense(recipe: DenseRecipe, download: bool = False) -> tuple[nn.Module,
         model = CenterNet(encoder, 1, recipe.image_size, recipe.frozen)
         targets = model.encode_targets(*t_train)  # (n, K + 5, Gh, Gw)
         loader = BatchLoader(x_train, targets, recipe.batch_size, seed=recipe.seed)
-        history = fit(model, centernet_loss_fn(), loader, _config(recipe, desc))
+        history = fit(model, centernet_loss_fn(), loader, _train_config(recipe, desc, True))
         dets = [{k: v.cpu() for k, v in d.items()} for d in model.predict(x_test)]
         truth = [{"boxes": b, "labels": y} for b, y in zip(*t_test, strict=True)]
         ap = mean_average_precision(dets, truth)
         results = {k: round(float(ap[k]), 4) for k in ("map", "map_50")}
     results["train_seconds"] = round(history.seconds, 1)
     return model.cpu(), results
-
-
-def _config(recipe: FinetuneRecipe | DenseRecipe, desc: str) -> TrainConfig:
-    return TrainConfig(
-        steps=recipe.steps,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
-        warmup_steps=min(recipe.warmup_steps, recipe.steps // 10),
-        seed=recipe.seed,
-        log_every=50,
-        desc=desc,
-    )
 
 
 def run_downstream(
@@ -220,6 +217,8 @@ def run_downstream(
     recipe = DOWNSTREAM_RECIPES[name]
     if steps is not None:
         recipe = replace(recipe, steps=steps)
+    # Warmup is at most a tenth of the run, so a shortened run (--steps) stays valid.
+    recipe = replace(recipe, warmup_steps=min(recipe.warmup_steps, recipe.steps // 10))
     run = finetune if isinstance(recipe, FinetuneRecipe) else train_dense
     model, results = run(recipe, download=download)
     if dist.is_main():
