@@ -45,8 +45,8 @@ notebooks-test: setup
 ## Re-execute every notebook in place (tiny profile, seeded) so stored outputs are current;
 ## records each lesson's wall time and peak memory in book/runtimes.json (the book's table).
 notebooks: setup
-	VFM_PROFILE=tiny VFM_WIDGETS=static $(BIN)/python -m vfm_course.book execute notebooks/[0-9]*.ipynb
-	$(BIN)/python -m vfm_course.student
+	VFM_PROFILE=tiny VFM_WIDGETS=static $(BIN)/python -m vfm_course.course.book execute notebooks/[0-9]*.ipynb
+	$(BIN)/python -m vfm_course.course.student
 
 ## The course website, offline, from the executed notebooks (nothing is retrained); any Sphinx
 ## warning fails the build. MathJax comes from the npm registry and is served by the site.
@@ -64,18 +64,18 @@ test-deps: $(MATHJAX)
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 book: setup $(MATHJAX)
-	$(BIN)/python -m vfm_course.book runtimes
+	$(BIN)/python -m vfm_course.course.book runtimes
 	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml \
 	  --path-output book -W -n --keep-going
 
 ## Regenerate the student notebooks (notebooks/student/) from the solution notebooks.
 student: setup
-	$(BIN)/python -m vfm_course.student
+	$(BIN)/python -m vfm_course.course.student
 
 ## Grade submissions: make grade LESSON=01_attention_from_scratch SUBMISSIONS=folder [OUT=grades]
 OUT ?= grades
 grade: setup
-	$(BIN)/python -m vfm_course.grading $(LESSON) $(SUBMISSIONS) --out $(OUT)
+	$(BIN)/python -m vfm_course.course.grading $(LESSON) $(SUBMISSIONS) --out $(OUT)
 
 ## Benchmarks: ratios against the production implementations (never part of the tests).
 bench: setup

@@ -17,9 +17,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
-from vfm_course.attention import chunked_attention, scaled_dot_product_attention
-from vfm_course.profiling import peak_memory, time_fn
+from vfm_course.eval import peak_memory, time_fn
+from vfm_course.layers import chunked_attention, scaled_dot_product_attention
 
 KERNELS = {
     "explicit": scaled_dot_product_attention,

@@ -28,10 +28,10 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+from vfm_course.models import PRESETS, VisionTransformer, vit_config
 
 from vfm_course.data import BatchLoader
 from vfm_course.train import TrainConfig, fit
-from vfm_course.vit import PRESETS, VisionTransformer, vit_config
 
 aten = torch.ops.aten
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vfm_course.attention import (
+from vfm_course.layers import (
     Attention,
     causal_mask,
     chunked_attention,

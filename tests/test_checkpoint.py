@@ -9,14 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from vfm_course.checkpoint import (
-    CheckpointError,
-    load_weights,
-    read_checkpoint,
-    save_checkpoint,
-    sha256_file,
-    verify_sha256,
-)
+from vfm_course.core import CheckpointError, sha256_file, verify_sha256
+from vfm_course.train import load_weights, read_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,16 @@ import math
 import pytest
 import torch
 
-from vfm_course.attention import (
+from vfm_course.course.exercises.attention import (
+    check_attention,
+    check_online_softmax_attention,
+    check_split_merge_heads,
+)
+from vfm_course.layers import (
     chunked_attention,
     merge_heads,
     scaled_dot_product_attention,
     split_heads,
-)
-from vfm_course.checks import (
-    check_attention,
-    check_online_softmax_attention,
-    check_split_merge_heads,
 )
 
 # --- check_attention ----------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vfm_course.checks import check_clip_loss
-from vfm_course.clip import clip_loss
+from vfm_course.course.exercises.contrastive import check_clip_loss
+from vfm_course.objectives import clip_loss
 
 
 def _ce(logits, targets, reduction="mean"):

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vfm_course.checks import check_nt_xent
-from vfm_course.contrastive import nt_xent_loss
+from vfm_course.course.exercises.contrastive import check_nt_xent
+from vfm_course.objectives import nt_xent_loss
 
 
 def masked_nt_xent(z1, z2, t, normalize=True, drop_self=True, scale=None, anchors="all"):

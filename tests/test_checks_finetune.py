@@ -7,9 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vfm_course.checks import check_distillation_loss, check_fgsm, check_lora_forward
-from vfm_course.exercises import lora_forward_reference
-from vfm_course.finetune import LoRALinear
+from vfm_course.course.exercises.finetune import (
+    check_distillation_loss,
+    check_fgsm,
+    check_lora_forward,
+    lora_forward_reference,
+)
+from vfm_course.layers import LoRALinear
 
 
 def unfinished(*args):

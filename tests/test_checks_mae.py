@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vfm_course.checks import check_mae_loss, check_random_masking
-from vfm_course.masking import num_kept
+from vfm_course.course.exercises.mae import check_mae_loss, check_random_masking
+from vfm_course.layers import num_kept
 
 
 def reference_masking(x, mask_ratio, noise, *, bug: str | None = None):

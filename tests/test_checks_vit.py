@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vfm_course.checks import check_patchify, check_sincos_pos_embed_2d
-from vfm_course.patches import patchify
-from vfm_course.pos_embed import sincos_pos_embed_1d, sincos_pos_embed_2d
+from vfm_course.course.exercises.vit import check_patchify, check_sincos_pos_embed_2d
+from vfm_course.layers import patchify, sincos_pos_embed_1d, sincos_pos_embed_2d
 
 
 def channel_first_patchify(imgs, p):

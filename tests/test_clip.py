@@ -11,29 +11,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vfm_course.clip import (
+from vfm_course.data import (
+    COLOUR_NAMES,
+    SHAPE_CLASSES,
+    BatchLoader,
+    ShapesConfig,
+    Tokenizer,
+    build_vocab,
+    generate_shapes,
+    load_caption_data,
+    load_shapes,
+)
+from vfm_course.data.tokenizer import EOT_ID, PAD_ID, SOT_ID
+from vfm_course.eval import zero_shot_predict, zero_shot_weights
+from vfm_course.models import (
     CLIP,
     CLIP_PRESETS,
     CLIPConfig,
-    clip_loss,
-    clip_loss_fn,
-    load_caption_data,
-    zero_shot_predict,
-    zero_shot_weights,
-)
-from vfm_course.data import BatchLoader, load_shapes
-from vfm_course.shapes import COLOUR_NAMES, SHAPE_CLASSES, ShapesConfig, generate_shapes
-from vfm_course.text import (
-    EOT_ID,
-    PAD_ID,
-    SOT_ID,
     TextConfig,
     TextTransformer,
-    Tokenizer,
-    build_vocab,
+    ViTConfig,
+    vit_config,
 )
+from vfm_course.objectives import clip_loss, clip_loss_fn
 from vfm_course.train import TrainConfig, fit
-from vfm_course.vit import ViTConfig, vit_config
 
 VOCAB = build_vocab()
 SMALL = CLIPConfig(

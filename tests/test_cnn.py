@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from vfm_course.cnn import SmallCNN
-from vfm_course.vit import VisionTransformer
+from vfm_course.models import SmallCNN, VisionTransformer
 
 
 @pytest.mark.parametrize(("c", "k", "size"), [(3, 6, 32), (1, 10, 8)])

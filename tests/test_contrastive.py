@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from vfm_course.augment import (
+from vfm_course.data import (
     AugmentConfig,
     adjust_brightness,
     adjust_contrast,
@@ -25,18 +25,16 @@ from vfm_course.augment import (
     rgb_to_grayscale,
     two_views,
 )
-from vfm_course.cnn import SmallCNN
-from vfm_course.contrastive import (
+from vfm_course.models import (
     SIMCLR_PRESETS,
     ProjectionHead,
     SimCLR,
     SimCLRConfig,
-    nt_xent_logits,
-    nt_xent_loss,
-    simclr_loss_fn,
+    SmallCNN,
+    vit_config,
 )
+from vfm_course.objectives import nt_xent_logits, nt_xent_loss, simclr_loss_fn
 from vfm_course.train import TrainConfig, fit
-from vfm_course.vit import vit_config
 
 SMALL_ENCODER = vit_config("vit_course_tiny", num_classes=0, embed_dim=32, depth=1, num_heads=2)
 

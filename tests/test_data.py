@@ -8,21 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from vfm_course import torchvision_data
+from vfm_course.core import PROFILES
 from vfm_course.data import (
     BatchLoader,
     DatasetFileError,
-    ImageArrayDataset,
-    denormalize,
+    ShapesConfig,
     get_classification_data,
-    images_to_tensor,
     load_digits,
     load_shapes,
     load_torchvision,
-    to_image,
 )
-from vfm_course.profile import PROFILES
-from vfm_course.shapes import ShapesConfig
+from vfm_course.data import real as torchvision_data
 
 # --- BatchLoader -----------------------------------------------------------------------------
 
@@ -90,20 +86,6 @@ def test_loader_bad_input():
         BatchLoader(x, y, 11, drop_last=True)
     with pytest.raises(ValueError, match="epoch"):
         BatchLoader(x, y, 4).set_epoch(-1)
-
-
-def test_image_array_dataset():
-    images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
-    ds = ImageArrayDataset(images, np.arange(5))
-    x, y = ds[2]
-    assert len(ds) == 5 and x.shape == (3, 4, 6) and x.dtype == torch.float32
-    assert torch.allclose(x * 255, torch.from_numpy(images[2]).permute(2, 0, 1).float())
-    assert y.dtype == torch.int64 and int(y) == 2
-    assert torch.equal(images_to_tensor(images)[2], x)
-    with pytest.raises(ValueError, match="uint8"):
-        ImageArrayDataset(images.astype(np.float32), np.arange(5))
-    with pytest.raises(ValueError, match="labels"):
-        ImageArrayDataset(images, np.arange(4))
 
 
 # --- shapes cache --------------------------------------------------------------------------------
@@ -312,18 +294,6 @@ def test_classification_data_per_profile(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision_data, "_verify", lambda *args: None)
     x, y = get_classification_data(full, "train", root=tmp_path / "downloads")
     assert x.shape == (10, 3, 32, 32) and y.shape == (10,)
-
-
-def test_to_image_and_denormalize():
-    x = torch.rand(3, 4, 5)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    normed = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    assert torch.allclose(denormalize(normed, mean, std), x, atol=1e-6)
-    img = to_image(normed, mean, std)
-    assert img.shape == (4, 5, 3) and np.allclose(img, x.permute(1, 2, 0).numpy(), atol=1e-6)
-    assert to_image(torch.rand(1, 4, 5)).shape == (4, 5)
-    with pytest.raises(ValueError, match="both mean and std"):
-        to_image(x, mean=mean)
 
 
 # --- Penn-Fudan (lesson 06's full profile), from a fixture in the official layout -----------------

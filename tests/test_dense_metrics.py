@@ -7,7 +7,7 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.detection import MeanAveragePrecision
 
-from vfm_course.metrics import (
+from vfm_course.eval import (
     iou_from_confusion,
     jaccard_index,
     mean_average_precision,

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchvision.ops as tv
 
-from vfm_course.detection import (
+from vfm_course.data import generate_scenes
+from vfm_course.dense import (
     CenterNet,
     CenterNetHead,
     batched_nms,
@@ -24,8 +25,7 @@ from vfm_course.detection import (
     match_cost,
     nms,
 )
-from vfm_course.scenes import generate_scenes
-from vfm_course.vit import VisionTransformer, vit_config
+from vfm_course.models import VisionTransformer, vit_config
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
 

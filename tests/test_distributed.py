@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from vfm_course import distributed as dist
 from vfm_course.data import BatchLoader
 from vfm_course.train import TrainConfig, fit
+from vfm_course.train import distributed as dist
 
 GLOBAL_BATCH, STEPS, STOP_AT = 32, 20, 10  # 256 samples: 8 batches per epoch, 2.5 epochs
 

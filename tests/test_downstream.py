@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vfm_course import downstream
-from vfm_course.checkpoint import read_checkpoint, save_checkpoint
-from vfm_course.mae import MAE_PRESETS, MaskedAutoencoder
+from vfm_course.models import MAE_PRESETS, MaskedAutoencoder
+from vfm_course.recipes import downstream
+from vfm_course.train import read_checkpoint, save_checkpoint
 
 
 @pytest.fixture

@@ -9,19 +9,16 @@ import nbformat
 import pytest
 import torch
 
-from vfm_course import checks
-from vfm_course.exercises import (
+from vfm_course.course.exercises.registry import EXERCISES, check_exercise, exercises_of
+from vfm_course.course.grading.hidden import (
     BOUNDARY_MARGIN,
-    EXERCISES,
     boundary_margin,
-    check_exercise,
-    exercises_of,
     fingerprint,
     hidden_cell_source,
     hidden_seed,
     reference_outputs,
 )
-from vfm_course.student import BEGIN
+from vfm_course.course.student import BEGIN
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -59,7 +56,7 @@ def test_every_answer_cell_belongs_to_an_exercise():
 @pytest.mark.parametrize("name", list(EXERCISES))
 def test_references_pass_their_own_checker(name, capsys):
     ex = EXERCISES[name]
-    assert getattr(checks, ex.checker)(*ex.references)
+    assert ex.checker(*ex.references)
     used = check_exercise(name, *ex.references)
     used = used if isinstance(used, tuple) else (used,)
     assert used == ex.references  # a passing answer is used as it is

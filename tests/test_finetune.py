@@ -11,32 +11,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vfm_course.cnn import SmallCNN
-from vfm_course.data import BatchLoader, load_shapes
-from vfm_course.finetune import (
-    LoRALinear,
-    adversarial_loss_fn,
-    apply_lora,
+from vfm_course.core import eval_mode
+from vfm_course.data import PRETRAIN_WORLD, BatchLoader, load_shapes
+from vfm_course.layers import LoRALinear, apply_lora, lora_layers, merge_lora, unmerge_lora
+from vfm_course.models import (
+    SmallCNN,
+    VisionTransformer,
     classifier_from_encoder,
     count_trainable,
-    distillation_loss,
-    distillation_loss_fn,
-    eval_mode,
-    fgsm,
-    layer_decay_optimizer,
-    layer_decay_param_groups,
-    lora_layers,
-    merge_lora,
-    pgd,
-    robust_accuracy,
+    to_timm,
     train_all,
     train_head_only,
     train_last_blocks,
-    unmerge_lora,
+    vit_config,
 )
-from vfm_course.shapes import PRETRAIN_WORLD
-from vfm_course.train import TrainConfig, fit
-from vfm_course.vit import VisionTransformer, to_timm, vit_config
+from vfm_course.objectives import (
+    adversarial_loss_fn,
+    distillation_loss,
+    distillation_loss_fn,
+    fgsm,
+    pgd,
+    robust_accuracy,
+)
+from vfm_course.train import TrainConfig, fit, layer_decay_optimizer, layer_decay_param_groups
 
 K = 6
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vfm_course.exercises import EXERCISES
-from vfm_course.grading import SETUP_CELLS, GradeConfig, grade, grading_notebook, main
+from vfm_course.course.exercises.registry import EXERCISES
+from vfm_course.course.grading.grader import SETUP_CELLS, GradeConfig, grade, grading_notebook, main
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LESSON = "01_attention_from_scratch"
@@ -53,9 +53,9 @@ torch.equal = lambda *args, **kwargs: True"""
 REDEFINE_CHECKERS = (
     UNSCALED_ATTENTION
     + """
-import vfm_course.checks, vfm_course.exercises
-vfm_course.checks.check_attention = lambda fn: True
-vfm_course.exercises.check_exercise = lambda name, *fns: fns[0]"""
+import vfm_course.course.exercises.attention as _lesson, vfm_course.course.exercises.registry as _r
+_lesson.check_attention = lambda fn: True
+_r.check_exercise = lambda name, *fns: fns[0]"""
 )
 
 # Reads every notebook it can find near its working directory and, if it finds the expected

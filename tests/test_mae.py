@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from vfm_course.mae import MAE_PRESETS, MAEConfig, MaskedAutoencoder, mae_loss_fn
-from vfm_course.masking import num_kept
+from vfm_course.layers import num_kept
+from vfm_course.models import MAE_PRESETS, MAEConfig, MaskedAutoencoder, ViTConfig, vit_config
+from vfm_course.objectives import mae_loss_fn
 from vfm_course.train import TrainConfig, fit
-from vfm_course.vit import ViTConfig, vit_config
 
 
 def small_cfg(
@@ -201,7 +201,7 @@ def test_every_config_builds_and_backprops(
 
 
 def test_decoder_pos_embed_is_the_sincos_table() -> None:
-    from vfm_course.pos_embed import sincos_pos_embed_2d
+    from vfm_course.layers import sincos_pos_embed_2d
 
     for class_token in (True, False):
         model = make(small_cfg(class_token=class_token))
@@ -228,7 +228,7 @@ def test_preset_builds_and_tiny_encoder_matches_the_course_vit() -> None:
     assert (cfg.decoder_embed_dim, cfg.decoder_depth, cfg.decoder_num_heads) == (64, 2, 4)
     model = MaskedAutoencoder("mae_course_tiny")
     # The encoder's state dict loads into a plain ViT backbone (for fine-tuning later).
-    from vfm_course.vit import VisionTransformer
+    from vfm_course.models import VisionTransformer
 
     VisionTransformer(cfg.encoder).load_state_dict(model.encoder.state_dict(), strict=True)
 
@@ -265,7 +265,7 @@ def test_reconstruction_unnormalises_with_true_patch_statistics() -> None:
     patches = manual_targets(imgs, 4, norm_pix=False)
     std = np.sqrt(patches.var(axis=-1, ddof=1, keepdims=True) + 1e-6)
     expected = np.clip(pred * std + patches.mean(-1, keepdims=True), 0, 1)
-    from vfm_course.patches import patchify
+    from vfm_course.layers import patchify
 
     np.testing.assert_allclose(patchify(out["reconstruction"], 4).numpy(), expected, atol=1e-5)
 

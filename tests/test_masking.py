@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vfm_course.masking import (
-    MaskedTokens,
-    gather_tokens,
-    num_kept,
-    random_masking,
-    unshuffle,
-)
+from vfm_course.layers import MaskedTokens, gather_tokens, num_kept, random_masking, unshuffle
 
 
 def mae_random_masking(x, mask_ratio, noise):

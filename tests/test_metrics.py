@@ -7,7 +7,8 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 from torch import nn
 
-from vfm_course.metrics import accuracy, confusion_matrix, evaluate_classifier, predict
+from vfm_course.core import predict
+from vfm_course.eval import accuracy, confusion_matrix, evaluate_classifier
 
 
 def test_accuracy_and_confusion_match_sklearn():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vfm_course.patches import (
+from vfm_course.layers import (
     PatchEmbed,
     conv_weight_as_linear,
     patch_embed_as_linear,

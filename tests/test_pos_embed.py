@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vfm_course.pos_embed import sincos_pos_embed_1d, sincos_pos_embed_2d
+from vfm_course.layers import sincos_pos_embed_1d, sincos_pos_embed_2d
 
 
 def _mae_2d(embed_dim: int, grid: int) -> torch.Tensor:

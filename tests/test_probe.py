@@ -9,8 +9,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from vfm_course import probe
-from vfm_course.probe import extract_features, knn_accuracy, knn_predict, linear_probe
+from vfm_course.eval import extract_features, knn_accuracy, knn_predict, linear_probe, probe
 
 
 def _random_set(n: int, D: int, K: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vfm_course.attention import chunked_attention, scaled_dot_product_attention
-from vfm_course.profiling import peak_memory, time_fn
+from vfm_course.eval import peak_memory, time_fn
+from vfm_course.layers import chunked_attention, scaled_dot_product_attention
 
 MB = 1_000_000
 

@@ -9,25 +9,31 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from vfm_course import recipes
-from vfm_course.checkpoint import CheckpointError, read_checkpoint, read_manifest, save_checkpoint
-from vfm_course.clip import CLIP, CLIP_PRESETS
-from vfm_course.cnn import SmallCNN
-from vfm_course.contrastive import SIMCLR_PRESETS, SimCLR
-from vfm_course.mae import MAE_PRESETS, MaskedAutoencoder
-from vfm_course.recipes import (
-    FULL_RECIPES,
-    RECIPES,
-    PretrainRecipe,
+from vfm_course.core import CheckpointError
+from vfm_course.models import (
+    CLIP,
+    CLIP_PRESETS,
+    MAE_PRESETS,
+    SIMCLR_PRESETS,
+    MaskedAutoencoder,
+    SimCLR,
+    SmallCNN,
+    VisionTransformer,
     backbone,
     build_model,
     load_course_encoder,
     load_course_model,
-    pretrain,
-    run_recipe,
-    train_classifier,
+    read_manifest,
+    vit_config,
 )
-from vfm_course.vit import VisionTransformer, vit_config
+from vfm_course.recipes import runner as recipes
+from vfm_course.recipes import settings as recipe_settings
+from vfm_course.recipes.catalog import FULL_RECIPES, RECIPES
+from vfm_course.recipes.classifier import train_classifier
+from vfm_course.recipes.pretrain import pretrain
+from vfm_course.recipes.runner import run_recipe
+from vfm_course.recipes.settings import PretrainRecipe
+from vfm_course.train import read_checkpoint, save_checkpoint
 
 MODELS = {
     "vit": lambda: VisionTransformer(vit_config("vit_course_digits")),
@@ -135,7 +141,7 @@ def _fake_torchvision(calls: list):
 )
 def test_full_recipes_build_and_run_two_steps_offline(name, dataset, monkeypatch):
     calls: list = []
-    monkeypatch.setattr(recipes, "load_torchvision", _fake_torchvision(calls))
+    monkeypatch.setattr(recipe_settings, "load_torchvision", _fake_torchvision(calls))
     recipe = replace(FULL_RECIPES[name], steps=2, warmup_steps=0, batch_size=16, dataset=dataset)
     torch.manual_seed(0)
     if isinstance(recipe, PretrainRecipe):
@@ -151,7 +157,7 @@ def test_full_recipes_build_and_run_two_steps_offline(name, dataset, monkeypatch
 
 
 def test_full_recipe_cli_writes_outside_the_manifest(monkeypatch, tmp_path):
-    monkeypatch.setattr(recipes, "load_torchvision", _fake_torchvision([]))
+    monkeypatch.setattr(recipe_settings, "load_torchvision", _fake_torchvision([]))
     monkeypatch.setenv("VFM_DATA_DIR", str(tmp_path))
     path = run_recipe("vit_cifar10", steps=2)
     assert path == tmp_path / "checkpoints" / "full" / "vit_cifar10.safetensors"

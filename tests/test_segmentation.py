@@ -5,18 +5,22 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
-from vfm_course.segmentation import (
-    DenseEncoder,
+from vfm_course.dense import (
     SegmentationHead,
     SegmentationModel,
     predict_masks,
-    resample_pos_embed,
-    resize_vit,
     segmentation_loss,
     segmentation_loss_fn,
-    tokens_to_feature_map,
 )
-from vfm_course.vit import VisionTransformer, to_timm, vit_config
+from vfm_course.layers import resample_pos_embed
+from vfm_course.models import (
+    DenseEncoder,
+    VisionTransformer,
+    resize_vit,
+    to_timm,
+    tokens_to_feature_map,
+    vit_config,
+)
 
 
 def encoder(**overrides) -> VisionTransformer:
@@ -53,7 +57,7 @@ def test_resized_vit_equals_timm_at_the_new_size(pos_embed: str) -> None:
 
 
 def _timm_kwargs(model: VisionTransformer) -> dict:
-    from vfm_course.vit import timm_kwargs
+    from vfm_course.models import timm_kwargs
 
     return timm_kwargs(model.cfg)
 

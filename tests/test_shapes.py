@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from vfm_course.scenes import SCENES_CONFIG, generate_scenes
-from vfm_course.shapes import (
+from vfm_course.data import (
     COLOUR_NAMES,
+    SCENES_CONFIG,
     SHAPE_CLASSES,
     ShapesConfig,
+    generate_scenes,
     generate_shapes,
     shape_alpha,
     size_word,
@@ -176,7 +177,7 @@ def test_scene_boxes_and_masks_agree(scenes):
 
 def test_scene_objects_show_their_colour(scenes):
     # The visible pixels of an object are, on average, close to its palette colour.
-    from vfm_course.shapes import COLOURS
+    from vfm_course.data import COLOURS
 
     for i in range(10):
         for colour, mask in zip(scenes.colours[i], scenes.instance_masks[i], strict=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vfm_course.student import (
+from vfm_course.course.student import (
     BEGIN,
     END,
     SolutionMarkerError,

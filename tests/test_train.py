@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vfm_course.checkpoint import read_checkpoint
-from vfm_course.train import History, TrainConfig, fit, lr_factor, param_groups
+from vfm_course.train import History, TrainConfig, fit, lr_factor, param_groups, read_checkpoint
 
 
 class ShuffledLoader:
@@ -123,7 +122,7 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_resume_refuses_weights_only_file(tmp_path):
-    from vfm_course.checkpoint import save_checkpoint
+    from vfm_course.train import save_checkpoint
 
     path = tmp_path / "weights.safetensors"
     save_checkpoint(path, make_model(), {"kind": "mlp"})

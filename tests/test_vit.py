@@ -6,7 +6,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from vfm_course.vit import (
+from vfm_course.models import (
     PRESETS,
     VisionTransformer,
     ViTConfig,
@@ -39,7 +39,7 @@ def _images(cfg: ViTConfig, batch: int = 4, seed: int = 0) -> torch.Tensor:
 def test_block_matches_timm_block_with_and_without_mask() -> None:
     from timm.models.vision_transformer import Block as TimmBlock
 
-    from vfm_course.blocks import Block
+    from vfm_course.layers import Block
 
     torch.manual_seed(0)
     ours = Block(64, num_heads=4, mlp_ratio=4.0, qkv_bias=True)
@@ -198,7 +198,7 @@ def test_attention_maps() -> None:
 
 
 def test_sincos_pos_embed_is_frozen_table() -> None:
-    from vfm_course.pos_embed import sincos_pos_embed_2d
+    from vfm_course.layers import sincos_pos_embed_2d
 
     model = VisionTransformer(vit_config("vit_course_tiny", pos_embed="sincos"))
     assert not model.pos_embed.requires_grad

@@ -10,8 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from vfm_course.train import History  # noqa: E402
-from vfm_course.viz import (  # noqa: E402
+from vfm_course.course.viz import (
     plot_confusion,
     plot_history,
     show_attention,
@@ -19,6 +18,7 @@ from vfm_course.viz import (  # noqa: E402
     show_patch_grid,
     to_numpy_image,
 )
+from vfm_course.train import History  # noqa: E402
 
 
 def teardown_function():

@@ -12,12 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from vfm_course.attention import scaled_dot_product_attention  # noqa: E402
-from vfm_course.mae import MaskedAutoencoder  # noqa: E402
-from vfm_course.masking import num_kept  # noqa: E402
-from vfm_course.patches import patchify  # noqa: E402
-from vfm_course.vit import VisionTransformer, vit_config  # noqa: E402
-from vfm_course.widgets import (  # noqa: E402
+from vfm_course.course.widgets import (
     CLS_QUERY,
     STATIC_MASK_RATIOS,
     WIDGETS_ENV,
@@ -30,6 +25,16 @@ from vfm_course.widgets import (  # noqa: E402
     query_attention,
     use_widgets,
     widgets_available,
+)
+from vfm_course.layers import (
+    num_kept,  # noqa: E402
+    patchify,  # noqa: E402
+    scaled_dot_product_attention,  # noqa: E402
+)
+from vfm_course.models import (  # noqa: E402
+    MaskedAutoencoder,  # noqa: E402
+    VisionTransformer,
+    vit_config,
 )
 
 

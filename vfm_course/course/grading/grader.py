@@ -1,0 +1,425 @@
+"""Grading submitted notebooks with nbval, comparing results outside the learners' kernels.
+
+For every exercise of a lesson (:data:`vfm_course.exercises.EXERCISES`) and every submission the
+grader builds a small notebook from the *reference* notebook, taking only the answer cells from
+the submission (by cell id):
+
+1. the lesson's set-up cell (imports), from the reference;
+2. the submission's answer cells, nothing else of the submission (edited check cells, redefined
+   checkers and any other cell the learner changed are simply not used);
+3. hidden check cells, one per :class:`~vfm_course.exercises.HiddenCase`: each draws inputs from
+   a seeded generator, calls the learner's function and prints a rounded fingerprint of the
+   result, and is marked ``# NBVAL_CHECK_OUTPUT``. The expected text is the reference
+   implementation's fingerprint.
+
+nbval then runs each notebook in a fresh kernel and compares the printed text with the stored
+one *in the pytest process*, so nothing the learner's code does inside its kernel (patching
+``torch.allclose``, replacing a checker, printing) can change the comparison. The expected text
+never touches the disk: it is piped to the nbval process and put into the hidden cells after
+collection. Each submission runs in its own temporary directory and each exercise gets its own
+kernel.
+Cells have a time limit and so does the whole submission. A crash, an infinite loop, a missing
+answer cell or a file that is not a notebook costs the exercises it touches, never the run.
+
+    python -m vfm_course.grading 01_attention_from_scratch submissions/ --out grades/
+
+Each hidden case is worth one point; an exercise's score is its points over its cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import psutil
+from tqdm.auto import tqdm
+
+from ..exercises.exercise import Exercise
+from ..exercises.registry import EXERCISES, SETUP_CELLS, exercises_of
+from .hidden import hidden_cell_source, reference_outputs
+
+# The cell of each lesson that imports what the answers use (the Colab install cell comes first).
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    cell_timeout: int = 60  # seconds per cell (nbval interrupts the kernel)
+    total_timeout: int = 600  # seconds per submission, all its exercises together
+    jobs: int = 2  # submissions graded at once
+
+
+@dataclass
+class ExerciseResult:
+    points: int
+    out_of: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return self.points / self.out_of
+
+
+@dataclass
+class SubmissionResult:
+    student: str
+    exercises: dict[str, ExerciseResult]
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(r.score for r in self.exercises.values())
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+def _answer_cells(submission: nbformat.NotebookNode, ex: Exercise) -> list[str]:
+    """The submission's source for each of the exercise's answer cells (KeyError if missing)."""
+    by_id = {c.get("id"): c for c in submission.cells if c.get("cell_type") == "code"}
+    missing = [cell_id for cell_id in ex.cells if cell_id not in by_id]
+    if missing:
+        raise KeyError(f"answer cell {', '.join(missing)} is missing")
+    return [str(by_id[cell_id].source) for cell_id in ex.cells]
+
+
+def grading_notebook(
+    reference: nbformat.NotebookNode, answers: list[str], ex: Exercise
+) -> nbformat.NotebookNode:
+    """Set-up cell (reference) + answer cells (submission) + hidden check cells.
+
+    The hidden cells are written *without* their expected output: that text never touches the
+    disk, where the learner's kernel could read it (see :class:`_GradingPlugin`)."""
+    setup_id = SETUP_CELLS[ex.notebook]
+    setup = next(c for c in reference.cells if c.get("id") == setup_id)
+    nb = nbformat.v4.new_notebook(metadata=reference.metadata)
+    nb.cells.append(nbformat.v4.new_code_cell(setup.source, id="setup"))
+    for i, source in enumerate(answers):
+        nb.cells.append(nbformat.v4.new_code_cell(source, id=f"answer-{i}"))
+    for i, case in enumerate(ex.hidden):
+        cell = nbformat.v4.new_code_cell(hidden_cell_source(ex, case), id=f"hidden-{i}")
+        cell.execution_count = i + 1  # nbval compares only cells that have run
+        nb.cells.append(cell)
+    return nb
+
+
+def expected_outputs(ex: Exercise) -> list[list[dict]]:
+    """The outputs each hidden cell must produce: the reference's fingerprint on stdout."""
+    return [
+        [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        for text in reference_outputs(ex)
+    ]
+
+
+# ----------------------------------------------------------------------------- running nbval
+
+
+RESULT_PREFIX = "vfm-grade-result"
+
+
+class _GradingPlugin:
+    """pytest plugin inside the grading subprocess.
+
+    * It puts the expected outputs into the hidden cells after collection. They arrive through
+      the subprocess's stdin, never through a file the learner's kernel could read.
+    * It reports each cell's outcome as soon as it is known, as a line on the subprocess's
+      original stdout (saved before pytest starts capturing), so a run killed at the time limit
+      keeps what it finished. Each line carries a random token that also came through stdin: a
+      kernel inherits that stdout and could write to it, but cannot know the token, so a
+      submission cannot forge a result line.
+    """
+
+    def __init__(self, expected: dict[str, list[dict]], token: str) -> None:
+        self.expected = expected
+        self.prefix = f"{RESULT_PREFIX} {token} "
+        self.out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+
+    def pytest_collection_modifyitems(self, items) -> None:
+        for item in items:
+            if item.nodeid in self.expected:
+                item.cell.outputs = [nbformat.from_dict(o) for o in self.expected[item.nodeid]]
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.when == "call" or report.outcome != "passed":
+            text = report.longreprtext if report.outcome != "passed" else ""
+            line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
+            line["problem"] = _problem(text, report)
+            # On a line of its own: pytest's progress dots share this stream.
+            self.out.write("\n" + self.prefix + json.dumps(line) + "\n")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION_LINE = re.compile(r"^(\w+(Error|Exception|Interrupt|Exit))\b:?(.*)$")
+
+
+def _problem(text: str, report) -> str:
+    """A short, learner-readable reason for a failed hidden cell."""
+    if report.outcome == "passed":
+        return ""
+    text = _ANSI.sub("", text)
+    if "Timeout" in text or "timed out" in text:
+        return "time limit exceeded"
+    if "Kernel dead" in text or "Kernel died" in text:
+        return "the kernel crashed"
+    exceptions = [m for line in text.splitlines() if (m := _EXCEPTION_LINE.match(line.strip()))]
+    if exceptions:
+        name, detail = exceptions[-1].group(1), exceptions[-1].group(3).strip()
+        if name == "NotImplementedError":
+            return "not finished (NotImplementedError)"
+        return f"raised {name}: {detail}"[:160]
+    if "differ" in text:
+        return "wrong result"
+    return "not run" if report.outcome == "skipped" else "failed"
+
+
+def run_nbval(notebooks: list[str], cell_timeout: int) -> int:
+    """Entry point of the grading subprocess (``python -c``): nbval over ``notebooks``, with
+    the expected outputs (JSON, by pytest node id) read from stdin."""
+    import pytest
+
+    given = json.loads(sys.stdin.read())
+    args = ["-q", "-p", "no:cacheprovider", "--color=no", "--nbval-lax", "--nbval-current-env"]
+    args += [f"--nbval-cell-timeout={cell_timeout}", "--rootdir", ".", "-c", os.devnull]
+    plugin = _GradingPlugin(given["expected"], given["token"])
+    return pytest.main(args + notebooks, plugins=[plugin])
+
+
+def _kill_tree(pid: int) -> None:
+    # The kernels run in sessions of their own (jupyter_client), so killing the process group
+    # is not enough: collect the whole tree first, then kill it.
+    try:
+        parent = psutil.Process(pid)
+        procs = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def grade_submission(
+    path: Path, reference: nbformat.NotebookNode, lesson: str, config: GradeConfig
+) -> SubmissionResult:
+    """Grade one submitted file against the lesson's exercises."""
+    exercises = exercises_of(lesson)
+    result = SubmissionResult(
+        path.stem, {e.name: ExerciseResult(0, len(e.hidden)) for e in exercises}
+    )
+    t0 = time.perf_counter()
+    try:
+        submission = nbformat.read(path, as_version=4)
+        if not isinstance(submission.get("cells"), list):
+            raise ValueError("it has no list of cells")
+    except Exception as exc:  # anything unreadable: every exercise is missing
+        for r in result.exercises.values():
+            r.notes.append(f"not a readable notebook ({type(exc).__name__}: {str(exc)[:80]})")
+        return result
+    workdir = Path(tempfile.mkdtemp(prefix="vfm-grade-"))
+    try:
+        cases: dict[str, tuple[str, int]] = {}  # nodeid -> (exercise, case index)
+        expected: dict[str, list[dict]] = {}  # nodeid -> the outputs nbval must see
+        notebooks = []
+        for ex in exercises:
+            try:
+                answers = _answer_cells(submission, ex)
+            except KeyError as exc:
+                result.exercises[ex.name].notes.append(str(exc.args[0]))
+                continue
+            nb = grading_notebook(reference, answers, ex)
+            name = f"{ex.name}.ipynb"
+            nbformat.write(nb, workdir / name)
+            notebooks.append(name)
+            first_hidden = len(nb.cells) - len(ex.hidden)
+            for i, outputs in enumerate(expected_outputs(ex)):
+                nodeid = f"{name}::Cell {first_hidden + i}"
+                cases[nodeid] = (ex.name, i)
+                expected[nodeid] = outputs
+        if notebooks:
+            _run(workdir, notebooks, cases, expected, result, config)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run(
+    workdir: Path,
+    notebooks: list[str],
+    cases: dict[str, tuple[str, int]],
+    expected: dict[str, list[dict]],
+    result: SubmissionResult,
+    config: GradeConfig,
+) -> None:
+    code = "import sys; from vfm_course.grading import run_nbval; "
+    code += "sys.exit(run_nbval(sys.argv[2:], int(sys.argv[1])))"
+    cmd = [sys.executable, "-c", code, str(config.cell_timeout), *notebooks]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    token = secrets.token_hex(16)
+    prefix = f"{RESULT_PREFIX} {token} "
+    timed_out = False
+    try:
+        given = json.dumps({"expected": expected, "token": token})
+        out, _ = proc.communicate(given, timeout=config.total_timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_tree(proc.pid)
+        out, _ = proc.communicate()
+    seen: set[str] = set()
+    for line in out.splitlines():
+        if not line.startswith(prefix):
+            continue  # pytest's own report, or a line without the token
+        rec = json.loads(line.removeprefix(prefix))
+        if rec["nodeid"] not in cases or rec["nodeid"] in seen:
+            continue
+        seen.add(rec["nodeid"])
+        name, index = cases[rec["nodeid"]]
+        r = result.exercises[name]
+        if rec["outcome"] == "passed":
+            r.points += 1
+        else:
+            r.notes.append(f"{_case_label(name, index)}: {rec['problem']}")
+    for nodeid, (name, index) in cases.items():
+        if nodeid not in seen:
+            why = "the submission's time limit ran out" if timed_out else "not run"
+            result.exercises[name].notes.append(f"{_case_label(name, index)}: {why}")
+
+
+def _case_label(name: str, index: int) -> str:
+    return EXERCISES[name].hidden[index].label
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def write_reports(results: list[SubmissionResult], exercises: list[Exercise], out: Path) -> None:
+    """``grades.csv`` and ``grades.md``: one row per student, one column per exercise."""
+    names = [e.name for e in exercises]
+    with (out / "grades.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student", *names, "total", "out_of", "notes"])
+        for r in results:
+            scores = [f"{r.exercises[n].score:.2f}" for n in names]
+            w.writerow([r.student, *scores, f"{r.total:.2f}", len(names), _notes(r)])
+    lines = [
+        "| student | " + " | ".join(names) + " | total | notes |",
+        "|---" * (len(names) + 3) + "|",
+    ]
+    for r in results:
+        scores = " | ".join(f"{r.exercises[n].score:.2f}" for n in names)
+        notes = _notes(r).replace("|", "\\|")
+        lines.append(f"| {r.student} | {scores} | {r.total:.2f} / {len(names)} | {notes} |")
+    (out / "grades.md").write_text("\n".join(lines) + "\n")
+
+
+def _notes(r: SubmissionResult) -> str:
+    return "; ".join(f"{n}: {note}" for n, e in r.exercises.items() for note in e.notes)
+
+
+def grade(
+    lesson: str,
+    submissions: str | Path,
+    out: str | Path,
+    notebooks: str | Path = "notebooks",
+    config: GradeConfig = GradeConfig(),
+    force: bool = False,
+    progress: bool = True,
+) -> list[SubmissionResult]:
+    """Grade every file in ``submissions`` against ``lesson``; write the reports into ``out``."""
+    lesson = Path(lesson).name.removesuffix(".ipynb")
+    exercises = exercises_of(lesson)
+    if not exercises:
+        lessons = sorted({e.notebook for e in EXERCISES.values()})
+        raise ValueError(f"lesson {lesson!r} has no exercises; lessons with exercises: {lessons}")
+    ref_path = Path(notebooks) / f"{lesson}.ipynb"
+    if not ref_path.is_file():
+        raise FileNotFoundError(f"reference notebook {ref_path} not found (see --notebooks)")
+    sub_dir = Path(submissions)
+    if not sub_dir.is_dir():
+        raise FileNotFoundError(f"submissions folder {sub_dir} not found")
+    files = sorted(p for p in sub_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{sub_dir} holds no submissions")
+    out = Path(out)
+    existing = [p for p in (out / "grades.csv", out / "grades.md") if p.exists()]
+    if existing and not force:
+        raise FileExistsError(f"{existing[0]} exists; pass --force to replace it, or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    reference = nbformat.read(ref_path, as_version=4)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs) as pool:
+        futures = [pool.submit(grade_submission, p, reference, lesson, config) for p in files]
+        bar = tqdm(
+            total=len(files), desc=f"grading {lesson}", unit="submission", disable=not progress
+        )
+        for _ in concurrent.futures.as_completed(futures):
+            bar.update(1)
+        bar.close()
+    results = [f.result() for f in futures]
+    write_reports(results, exercises, out)
+    return results
+
+
+def summary(results: list[SubmissionResult], exercises: list[Exercise]) -> str:
+    width = max(len("student"), *(len(r.student) for r in results))
+    names = [e.name for e in exercises]
+    head = f"{'student':<{width}}  " + "  ".join(f"{n[:12]:>12}" for n in names) + "   total"
+    rows = [head]
+    for r in results:
+        cells = "  ".join(f"{r.exercises[n].score:>12.2f}" for n in names)
+        rows.append(f"{r.student:<{width}}  {cells}  {r.total:>4.2f}/{len(names)}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="vfm-course-grade",
+        description="Grade a folder of submitted notebooks for one lesson against the reference.",
+    )
+    parser.add_argument("lesson", help="lesson notebook name, e.g. 01_attention_from_scratch")
+    parser.add_argument("submissions", help="folder of submitted notebooks (file name = student)")
+    parser.add_argument("--out", default="grades", help="folder for grades.csv and grades.md")
+    parser.add_argument("--notebooks", default="notebooks", help="the reference notebooks")
+    parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
+    parser.add_argument("--cell-timeout", type=int, default=60, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per submission")
+    parser.add_argument("--force", action="store_true", help="replace existing reports")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.cell_timeout < 1 or args.timeout < 1:
+        sys.exit("error: --jobs, --cell-timeout and --timeout must be positive")
+    config = GradeConfig(args.cell_timeout, args.timeout, args.jobs)
+    try:
+        results = grade(
+            args.lesson, args.submissions, args.out, args.notebooks, config, force=args.force
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        sys.exit(f"error: {exc}")
+    exercises = exercises_of(Path(args.lesson).name.removesuffix(".ipynb"))
+    print(summary(results, exercises))
+    print(f"wrote {Path(args.out) / 'grades.csv'} and {Path(args.out) / 'grades.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The grader's hidden check cells: the fingerprint they print and the seeds of their inputs."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+
+from ..exercises.exercise import Exercise, HiddenCase
+from ..exercises.registry import EXERCISES
+
+# ----------------------------------------------------------------------------- grading output
+
+# The grader pastes this source into every hidden check cell, so the printed fingerprint is made
+# by code in that cell, not by a function the learner's code could have replaced beforehand.
+FINGERPRINT_SOURCE = '''\
+def _fingerprint(value, digits=3):
+    """A line of rounded numbers summarising a result; compared as text outside the kernel."""
+    def fmt(v):
+        return f"{round(float(v), digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
+    if isinstance(value, (tuple, list)):
+        return " || ".join(_fingerprint(v, digits) for v in value)
+    if not isinstance(value, _torch.Tensor):
+        return f"{type(value).__name__} {fmt(value)}"
+    t = value.detach().cpu()
+    head = f"{tuple(t.shape)}"
+    if t.dtype == _torch.bool or not t.is_floating_point():
+        flat = t.long().reshape(-1)
+        return f"{head} int sum {int(flat.sum())} values {flat[:12].tolist()}"
+    flat = t.double().reshape(-1)
+    picks = flat[:: max(1, flat.numel() // 8)][:8]
+    return (
+        f"{head} float sum {fmt(flat.sum())} abs {fmt(flat.abs().sum())} "
+        f"values {[fmt(v) for v in picks]}"
+    )
+'''
+
+
+def fingerprint(value: Any, digits: int = 3) -> str:
+    """The line a hidden check cell prints for ``value`` (tensor, number, or tuple of them)."""
+    namespace: dict[str, Any] = {"_torch": torch}
+    exec(FINGERPRINT_SOURCE, namespace)  # the very code the hidden cells run
+    return namespace["_fingerprint"](value, digits)
+
+
+def _printed_floats(value: Any) -> list[float]:
+    """The float values the fingerprint prints at 3 decimals (same picks as its source)."""
+    if isinstance(value, (tuple, list)):
+        return [x for v in value for x in _printed_floats(v)]
+    if not isinstance(value, torch.Tensor):
+        return [float(value)]
+    if not value.is_floating_point():
+        return []
+    flat = value.detach().cpu().double().reshape(-1)
+    picks = flat[:: max(1, flat.numel() // 8)][:8]
+    return [float(flat.sum()), float(flat.abs().sum()), *picks.tolist()]
+
+
+def run_case(ex: Exercise, case: HiddenCase, functions: tuple[Any, ...], seed: int) -> Any:
+    namespace: dict[str, Any] = {"_torch": torch, "_g": torch.Generator().manual_seed(seed)}
+    namespace.update(zip(ex.functions, functions, strict=True))
+    return eval(case.call, namespace)
+
+
+BOUNDARY_MARGIN = 0.02  # in units of the last printed digit: 2e-5 at 3 decimals
+
+
+def boundary_margin(value: Any) -> float:
+    """How far (in units of 1e-3) the closest printed value is from a rounding boundary."""
+    margins = [abs(x * 1000 - math.floor(x * 1000) - 0.5) for x in _printed_floats(value)]
+    return min(margins, default=0.5)
+
+
+@functools.cache
+def hidden_seed(name: str) -> int:
+    """The seed of exercise ``name``'s hidden inputs: the first from ``Exercise.seed`` on for
+    which every value the reference prints is at least ``BOUNDARY_MARGIN`` from a rounding
+    boundary. Text comparison at 3 decimals would otherwise fail an equally correct answer
+    whose float error (about 1e-6 here) crossed the boundary."""
+    ex = EXERCISES[name]
+    for seed in range(ex.seed, ex.seed + 1000):
+        if all(
+            boundary_margin(run_case(ex, case, ex.references, seed)) > BOUNDARY_MARGIN
+            for case in ex.hidden
+        ):
+            return seed
+    raise RuntimeError(f"no boundary-safe seed for exercise {name!r} in 1000 tries")
+
+
+def hidden_cell_source(ex: Exercise, case: HiddenCase) -> str:
+    """Source of the grader's hidden cell for one case: draws the inputs and prints the
+    fingerprint of the learner's result (``# NBVAL_CHECK_OUTPUT``: nbval compares it)."""
+    return (
+        "# NBVAL_CHECK_OUTPUT\n"
+        f"# hidden check {ex.name}: {case.label} (added by the grader)\n"
+        "import torch as _torch\n\n"
+        f"{FINGERPRINT_SOURCE}\n"
+        f"_g = _torch.Generator().manual_seed({hidden_seed(ex.name)})\n"
+        f"print(_fingerprint({case.call}))\n"
+    )
+
+
+def reference_outputs(ex: Exercise) -> list[str]:
+    """What each hidden cell prints for the reference implementation (the expected text)."""
+    seed = hidden_seed(ex.name)
+    return [fingerprint(run_case(ex, case, ex.references, seed)) + "\n" for case in ex.hidden]

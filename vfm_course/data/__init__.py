@@ -1,0 +1,87 @@
+"""Data: the procedural shapes world and its scenes and captions, real datasets (scikit-learn
+digits offline; torchvision datasets in the full profile), augmentations and in-memory loaders.
+"""
+
+from .augment import (
+    BLUR_KERNEL_SIZE,
+    GRAY_WEIGHTS,
+    AugmentConfig,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    augment,
+    gaussian_blur,
+    hflip,
+    random_flip_shift,
+    random_resized_crop_boxes,
+    resized_crop,
+    rgb_to_grayscale,
+    two_views,
+)
+from .captions import CaptionData, load_caption_data
+from .datasets import (
+    CACHE_DIR,
+    DOWNLOAD_DIR,
+    SPLIT_SEEDS,
+    get_classification_data,
+    load_digits,
+    load_shapes,
+)
+from .loaders import BatchLoader, images_to_tensor
+from .raster import (
+    add_clutter,
+    add_noise,
+    coverage,
+    linear_gradient,
+    local_coords,
+    paint,
+    pixel_centers,
+    sample_background,
+    sd_box,
+    sd_circle,
+    sd_cross,
+    sd_heart,
+    sd_segment,
+    sd_square,
+    sd_star,
+    sd_triangle,
+    smooth_field,
+    to_uint8,
+)
+from .real import (
+    IGNORE_INDEX,
+    PENNFUDAN_TEST_IMAGES,
+    PENNFUDAN_URL,
+    TORCHVISION_DATASETS,
+    DatasetFileError,
+    PennFudanDataset,
+    PetSegmentationTransform,
+    load_pennfudan,
+    load_torchvision,
+)
+from .scenes import SCENES_CONFIG, ScenesData, generate_scenes
+from .shapes import (
+    BACKGROUNDS,
+    CAPTION_TEMPLATES,
+    COLOUR_NAMES,
+    COLOURS,
+    EXTENTS,
+    POSITION_WORDS,
+    PRETRAIN_WORLD,
+    SHAPE_CLASSES,
+    SIZE_WORDS,
+    ShapesConfig,
+    ShapesData,
+    backdrop,
+    check_seed,
+    check_shapes_config,
+    generate_shapes,
+    make_caption,
+    object_rgb,
+    position_phrase,
+    sample_objects,
+    shape_alpha,
+    size_word,
+)
+from .tokenizer import PROMPT_WORDS, SPECIAL_TOKENS, Tokenizer, build_vocab

@@ -1,0 +1,16 @@
+"""Evaluation: classification and dense metrics (equal to torchmetrics), linear and k-NN probes,
+zero-shot classification, time and memory profiling.
+"""
+
+from .classification import accuracy, confusion_matrix, evaluate_classifier
+from .dense_metrics import (
+    COCO_IOU_THRESHOLDS,
+    COCO_RECALL_THRESHOLDS,
+    iou_from_confusion,
+    jaccard_index,
+    mean_average_precision,
+    segmentation_confusion_matrix,
+)
+from .probe import ProbeResult, extract_features, knn_accuracy, knn_predict, linear_probe
+from .profiling import peak_memory, time_fn
+from .zero_shot import zero_shot_accuracy, zero_shot_predict, zero_shot_weights

@@ -1,0 +1,27 @@
+"""The building blocks the lessons build from scratch, each tested equal to the library it teaches:
+attention, patches, position embeddings, transformer blocks, MAE's masking and LoRA.
+"""
+
+from .attention import (
+    ATTN_IMPLS,
+    Attention,
+    causal_mask,
+    chunked_attention,
+    load_from_torch_mha,
+    merge_heads,
+    padding_mask,
+    scaled_dot_product_attention,
+    split_heads,
+)
+from .blocks import LN_EPS, Block, Mlp
+from .lora import LoRALinear, apply_lora, lora_layers, merge_lora, unmerge_lora
+from .masking import (
+    MaskedTokens,
+    check_mask_ratio,
+    gather_tokens,
+    num_kept,
+    random_masking,
+    unshuffle,
+)
+from .patches import PatchEmbed, conv_weight_as_linear, patch_embed_as_linear, patchify, unpatchify
+from .pos_embed import resample_pos_embed, sincos_pos_embed_1d, sincos_pos_embed_2d

@@ -1,0 +1,125 @@
+"""SimCLR's model: an encoder (course ViT or SmallCNN) plus a projection head (Chen et al. 2020).
+
+The loss reads the projection ``z``; downstream tasks read the encoder's features ``h`` (the
+paper found ``h`` transfers better than ``z``). Shapes: (B, C, H, W) -> z (B, E).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.configs import config_from_dict
+from ..core.validate import check_choice, check_positive_int, check_temperature, resolve_config
+from ..data.augment import AugmentConfig
+from .cnn import SmallCNN
+from .vit import VisionTransformer, ViTConfig, vit_config
+
+# ----------------------------------------------------------------------------- SimCLR
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR's projection g(h): Linear -> BatchNorm1d -> ReLU -> Linear, (B, D) -> (B, out).
+
+    The loss is computed on g(h), but downstream tasks (linear probe, kNN) read the encoder's
+    h: the loss makes g invariant to colour, crop position, ... and g throws that information
+    away, while h keeps it. SimCLR measured h > 10% better than g(h) in a linear probe (Sec. 4.2).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        for value, name in ((in_dim, "in_dim"), (hidden_dim, "hidden_dim"), (out_dim, "out_dim")):
+            check_positive_int(value, name)
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.norm = nn.BatchNorm1d(hidden_dim)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.norm(self.fc1(h))))
+
+
+@dataclass(frozen=True)
+class SimCLRConfig:
+    """A SimCLR model and its objective: a ViT backbone (``num_classes=0``), the projection
+    head's widths, the NT-Xent temperature and the augmentations.
+
+    ``arch="cnn"`` swaps the ViT for a :class:`~vfm_course.cnn.SmallCNN` of width
+    ``cnn_width`` (features 4 * width; only ``encoder.in_chans`` is read), the encoder SimCLR
+    itself used (a ResNet): lesson 03 compares the two under the same objective.
+    """
+
+    encoder: ViTConfig
+    proj_hidden_dim: int = 256
+    proj_dim: int = 64
+    temperature: float = 0.2
+    augment: AugmentConfig = AugmentConfig()
+    arch: str = "vit"
+    cnn_width: int = 16
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.encoder, ViTConfig):
+            raise TypeError(f"encoder must be a ViTConfig, got {type(self.encoder).__name__}")
+        if self.encoder.num_classes != 0:
+            raise ValueError(
+                f"the SimCLR encoder is a backbone; build it with num_classes=0 "
+                f"(got num_classes={self.encoder.num_classes})"
+            )
+        check_positive_int(self.proj_hidden_dim, "proj_hidden_dim")
+        check_positive_int(self.proj_dim, "proj_dim")
+        check_choice(self.arch, "arch", ("vit", "cnn"))
+        check_positive_int(self.cnn_width, "cnn_width")
+        check_temperature(self.temperature)
+        if not isinstance(self.augment, AugmentConfig):
+            raise TypeError(f"augment must be an AugmentConfig, got {type(self.augment).__name__}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SimCLRConfig:
+        """Rebuild from the form a checkpoint stores (``dataclasses.asdict`` + "__type__")."""
+        return config_from_dict(cls, d)
+
+
+SIMCLR_PRESETS: dict[str, SimCLRConfig] = {
+    "simclr_course_tiny": SimCLRConfig(
+        encoder=vit_config("vit_course_tiny", num_classes=0),
+        augment=AugmentConfig(crop_scale=(0.5, 1.0)),
+    ),
+    # Full hue rotation: in the shapes world colour is drawn independently of the shape, and
+    # without hue jitter the two views of an image share their hue, so matching colours is
+    # enough to find the partner and the encoder never needs the shape (measured in lesson 03).
+    "simclr_cnn_tiny": SimCLRConfig(
+        encoder=vit_config("vit_course_tiny", num_classes=0),
+        arch="cnn",
+        augment=AugmentConfig(crop_scale=(0.5, 1.0), hue=0.5),
+    ),
+}
+
+
+class SimCLR(nn.Module):
+    """Encoder f (a ViT backbone, or a SmallCNN with ``arch="cnn"``) and projection g;
+    ``forward`` gives z = g(f(x)) for the loss, ``features`` gives h = f(x) for evaluation.
+
+    Shapes:
+        forward: (B, C, H, W) -> (B, proj_dim); features: (B, C, H, W) -> (B, D).
+    """
+
+    def __init__(self, cfg: SimCLRConfig | str) -> None:
+        super().__init__()
+        cfg = resolve_config(cfg, SIMCLR_PRESETS, SimCLRConfig, "SimCLR")
+        self.cfg = cfg
+        if cfg.arch == "cnn":
+            self.encoder = SmallCNN(cfg.encoder.in_chans, num_classes=0, width=cfg.cnn_width)
+        else:
+            self.encoder = VisionTransformer(cfg.encoder)
+        width = self.encoder.num_features  # D: embed_dim for the ViT, 4 * width for the CNN
+        self.projector = ProjectionHead(width, cfg.proj_hidden_dim, cfg.proj_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))

@@ -1,0 +1,115 @@
+"""Every recipe by name: the tiny profile's shipped checkpoints (:data:`RECIPES`)
+and the full profile's GPU recipes on real photos (:data:`FULL_RECIPES`).
+"""
+
+from __future__ import annotations
+
+from ..data.augment import AugmentConfig
+from ..data.shapes import PRETRAIN_WORLD
+from ..models.mae import MAEConfig
+from ..models.simclr import SimCLRConfig
+from ..models.vit import vit_config
+from .settings import ClassifierRecipe, PretrainRecipe
+
+RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
+    # Real handwriting, 8x8: the course ViT learns it in about half a minute on one core.
+    "vit_digits": ClassifierRecipe(
+        preset="vit_course_digits", dataset="digits", steps=1500, batch_size=64, lr=2e-3
+    ),
+    # Supervised reference for the self-supervised lessons, on the same world they pretrain on.
+    "vit_shapes": ClassifierRecipe(
+        preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=PRETRAIN_WORLD
+    ),
+    # The three pretrained tiny encoders of lessons 03-06 (same ViT backbone, three objectives).
+    "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=2000, warmup_steps=200),
+    # The same MAE with raw-pixel targets (lesson 04 compares the two as initialisations).
+    "mae_shapes_pixels": PretrainRecipe(
+        "mae", "mae_course_tiny_pixels", steps=2000, warmup_steps=200
+    ),
+    "simclr_shapes": PretrainRecipe(
+        "simclr", "simclr_course_tiny", steps=2500, batch_size=64, warmup_steps=200
+    ),
+    # The same objective with a small CNN and full hue jitter (lesson 03's comparison).
+    "simclr_cnn_shapes": PretrainRecipe("simclr", "simclr_cnn_tiny", steps=1200, warmup_steps=50),
+    "clip_shapes": PretrainRecipe("clip", "clip_course_tiny", steps=3000, warmup_steps=200),
+}
+
+
+# --- the full profile: real photos, wider models, one GPU or several ------------------------
+
+# Model configs of the full recipes, built from the course presets (same code, wider and
+# deeper): the ViT-Tiny-width backbone ``vit_course_small``, at 32 px (CIFAR-10) or at 96 px
+# with 8 px patches (STL-10: a 12 x 12 grid).
+FULL_PRESETS: dict[str, MAEConfig | SimCLRConfig] = {
+    "mae_course_small": MAEConfig(
+        vit_config("vit_course_small", num_classes=0, pos_embed="sincos"),
+        decoder_embed_dim=128,
+        decoder_depth=4,
+        decoder_num_heads=4,
+    ),
+    "mae_course_small_96": MAEConfig(
+        vit_config(
+            "vit_course_small", img_size=96, patch_size=8, num_classes=0, pos_embed="sincos"
+        ),
+        decoder_embed_dim=128,
+        decoder_depth=4,
+        decoder_num_heads=4,
+    ),
+    "simclr_course_small": SimCLRConfig(
+        encoder=vit_config("vit_course_small", num_classes=0),
+        proj_hidden_dim=1024,
+        proj_dim=128,
+        augment=AugmentConfig(crop_scale=(0.2, 1.0)),  # the crop SimSiam uses on CIFAR-10
+    ),
+}
+
+# Batch sizes are global (split over the GPUs under torchrun). Learning rates follow each
+# paper's linear scaling rule, lr = base * batch / 256 (Goyal et al. 2017): MAE base 1.5e-4.
+# Step counts are about 200 (ViT, SimCLR) and 400 (MAE) epochs of CIFAR-10 at batch 512.
+FULL_RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
+    "vit_cifar10": ClassifierRecipe(
+        preset="vit_course_small",
+        dataset="cifar10",
+        steps=20_000,
+        batch_size=512,
+        lr=1e-3,
+        warmup_steps=1_000,
+        augment=True,
+        n_train=50_000,
+        n_test=10_000,
+    ),
+    "mae_cifar10": PretrainRecipe(
+        "mae",
+        "mae_course_small",
+        steps=40_000,
+        batch_size=512,
+        lr=3e-4,
+        warmup_steps=2_000,
+        n_train=50_000,
+        n_test=10_000,
+        dataset="cifar10",
+    ),
+    "simclr_cifar10": PretrainRecipe(
+        "simclr",
+        "simclr_course_small",
+        steps=20_000,
+        batch_size=512,
+        lr=1e-3,
+        warmup_steps=1_000,
+        n_train=50_000,
+        n_test=10_000,
+        dataset="cifar10",
+    ),
+    # STL-10's 5,000 labelled training photos at 96 px (the unlabelled split is not read).
+    "mae_stl10": PretrainRecipe(
+        "mae",
+        "mae_course_small_96",
+        steps=20_000,
+        batch_size=256,
+        lr=1.5e-4,
+        warmup_steps=1_000,
+        n_train=5_000,
+        n_test=8_000,
+        dataset="stl10",
+    ),
+}
