@@ -5,7 +5,7 @@
 Self-attention with batch 8, 3 heads, head width 64, fp32, forward only (no autograd), on CUDA
 when available, else CPU. Prints ratios measured in this run (time / SDPA's time, peak / SDPA's
 peak, and chunked / explicit peak): absolute numbers vary with the machine and its load, ratios
-much less. On CPU, peak memory is counted per operator (``vfm_course.profiling``), so a fused
+much less. On CPU, peak memory is counted per operator (``vfm_course.eval.profiling``), so a fused
 kernel's internal scratch space (SDPA's) is not included; it is small for flash-style kernels.
 No assertions: this is a measurement, not a test.
 """
@@ -17,6 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+
 from vfm_course.eval import peak_memory, time_fn
 from vfm_course.layers import chunked_attention, scaled_dot_product_attention
 

@@ -28,9 +28,9 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
-from vfm_course.models import PRESETS, VisionTransformer, vit_config
 
 from vfm_course.data import BatchLoader
+from vfm_course.models import PRESETS, VisionTransformer, vit_config
 from vfm_course.train import TrainConfig, fit
 
 aten = torch.ops.aten

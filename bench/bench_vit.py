@@ -20,6 +20,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vfm_course.models import PRESETS, VisionTransformer, to_timm, vit_config
 
 

@@ -331,8 +331,8 @@ def test_layer_decay_plugs_into_fit() -> None:
     optimizer = layer_decay_optimizer(model, lr=1e-3, weight_decay=0.05, layer_decay=0.5)
     before = model.blocks[0].attn.qkv.weight.clone()
 
-    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(m(batch[0]), batch[1])
+    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        return F.cross_entropy(m(batch[0]), batch[1]), {}
 
     cfg = TrainConfig(steps=3, lr=123.0, warmup_steps=1, progress=False, device="cpu")
     history = fit(model, loss_fn, BatchLoader(x, y, 16), cfg, optimizer=optimizer)
@@ -605,8 +605,8 @@ def test_lora_trains_in_fit_and_leaves_the_base_weights() -> None:
     base = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
     adapters = {n: p.clone() for n, p in model.named_parameters() if p.requires_grad}
 
-    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(m(batch[0]), batch[1])
+    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        return F.cross_entropy(m(batch[0]), batch[1]), {}
 
     cfg = TrainConfig(steps=3, lr=1e-2, progress=False, device="cpu")
     fit(model, loss_fn, BatchLoader(images(16), labels(16), 8), cfg)

@@ -276,12 +276,13 @@ def test_loss_fn_for_fit_accepts_images_or_pairs_and_trains() -> None:
     imgs = images(cfg, batch=4)
     loss_fn = mae_loss_fn()
     torch.manual_seed(7)
-    a = loss_fn(model, imgs)
+    a, logs = loss_fn(model, imgs)
+    assert logs == {}
     torch.manual_seed(7)
-    b = loss_fn(model, (imgs, torch.zeros(4, dtype=torch.long)))
+    b, _ = loss_fn(model, (imgs, torch.zeros(4, dtype=torch.long)))
     assert a.ndim == 0 and a.item() == b.item()
     torch.manual_seed(7)
-    c = mae_loss_fn(mask_ratio=0.5)(model, [imgs, None])
+    c, _ = mae_loss_fn(mask_ratio=0.5)(model, [imgs, None])
     assert c.item() != a.item()
     loader = [(imgs, torch.zeros(4)), (imgs.flip(-1), torch.zeros(4))]
     cfg_train = TrainConfig(steps=3, lr=1e-3, device="cpu", progress=False, log_every=1)

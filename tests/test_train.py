@@ -169,10 +169,13 @@ def test_bad_config_is_explained(kwargs, message):
 def test_non_scalar_or_nan_loss_is_explained():
     x, y = make_problem()
     cfg = TrainConfig(steps=2, progress=False)
-    with pytest.raises(TypeError, match="scalar tensor"):
-        fit(make_model(), lambda m, b: m(b[0]), ShuffledLoader(x, y, 64), cfg)
+    with pytest.raises(TypeError, match=r"pair \(loss, logs\).*got Tensor"):
+        fit(make_model(), lambda m, b: m(b[0]).sum(), ShuffledLoader(x, y, 64), cfg)
+    with pytest.raises(TypeError, match="scalar loss tensor first"):
+        fit(make_model(), lambda m, b: (m(b[0]), {}), ShuffledLoader(x, y, 64), cfg)
     with pytest.raises(FloatingPointError, match="lower learning rate"):
-        fit(make_model(), lambda m, b: m(b[0]).sum() * float("nan"), ShuffledLoader(x, y, 64), cfg)
+        nan = lambda m, b: (m(b[0]).sum() * float("nan"), {})  # noqa: E731
+        fit(make_model(), nan, ShuffledLoader(x, y, 64), cfg)
 
 
 def test_history_round_trips():

@@ -24,6 +24,16 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "data"  # vfm_course/core/files.py -> repo
 
 
+def cache_dir() -> Path:
+    """Where generated data is cached (git-ignored): ``data_dir() / "cache"``, at call time."""
+    return data_dir() / "cache"
+
+
+def download_dir() -> Path:
+    """Where torchvision datasets are downloaded (git-ignored): ``data_dir() / "downloads"``."""
+    return data_dir() / "downloads"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()

@@ -5,8 +5,8 @@ and the kernel's peak memory in ``book/runtimes.json``; ``make book`` turns that
 appendix page ``book/runtimes.md`` (:func:`write_runtime_page`) and builds the site offline from
 the executed notebooks, without training anything again::
 
-    python -m vfm_course.book execute notebooks/0*.ipynb   # run in place, record the runtimes
-    python -m vfm_course.book runtimes                     # write book/runtimes.md
+    python -m vfm_course.course.book execute notebooks/0*.ipynb  # run in place, record runtimes
+    python -m vfm_course.course.book runtimes                     # write book/runtimes.md
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ file when the book is built. Machine: {m.get("cpu_cores", "?")} CPU cores, PyTor
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vfm_course.book", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vfm_course.course.book", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("execute", help="execute notebooks in place and record their runtimes")
     run.add_argument("notebooks", nargs="+", type=Path)

@@ -10,12 +10,12 @@ The solution notebooks in ``notebooks/`` mark each exercise's answer::
 
 The student version keeps everything outside the markers (docstrings, comments, prose, checks)
 and replaces the marked lines by ``raise NotImplementedError(...)``. The check cell after each
-exercise (:func:`vfm_course.exercises.check_exercise`) reports an unfinished exercise and hands
-the package's reference to the cells below, so a student notebook runs top to bottom. Student
+exercise (:func:`vfm_course.course.exercises.check_exercise`) reports an unfinished exercise and
+hands the package's reference to the cells below, so a student notebook runs top to bottom. Student
 notebooks are stored without outputs: learners run them themselves.
 
-    python -m vfm_course.student            # (re)generate notebooks/student/
-    python -m vfm_course.student --check    # exit 1 if a student notebook is out of date
+    python -m vfm_course.course.student            # (re)generate notebooks/student/
+    python -m vfm_course.course.student --check    # exit 1 if a student notebook is out of date
 
 A student notebook someone has edited is never overwritten (``--force`` does it anyway).
 """
@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         if changed:
             names = ", ".join(str(p) for p in changed)
-            sys.exit(f"out of date: {names}; run `make student` (python -m vfm_course.student)")
+            sys.exit(
+                f"out of date: {names}; run `make student` (python -m vfm_course.course.student)"
+            )
         print("student notebooks are up to date")
         return
     for path in changed:

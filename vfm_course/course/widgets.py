@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
+from ..core.inference import eval_mode
 from ..core.validate import check_images, check_tensor
 from ..layers.masking import check_mask_ratio
 from ..models.mae import MaskedAutoencoder
@@ -168,13 +169,8 @@ def _check_index(index: object, count: int) -> int:
 @contextmanager
 def _inference(model: nn.Module) -> Iterator[None]:
     """Eval mode and no autograd while the explorer runs ``model``; the mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 def _to_model(x: torch.Tensor, model: nn.Module) -> torch.Tensor:

@@ -20,14 +20,7 @@ from .augment import (
     two_views,
 )
 from .captions import CaptionData, load_caption_data
-from .datasets import (
-    CACHE_DIR,
-    DOWNLOAD_DIR,
-    SPLIT_SEEDS,
-    get_classification_data,
-    load_digits,
-    load_shapes,
-)
+from .datasets import AUTO, SPLIT_SEEDS, get_classification_data, load_digits, load_shapes
 from .loaders import BatchLoader, images_to_tensor
 from .raster import (
     add_clutter,

@@ -7,7 +7,7 @@ path of ``torch.utils.data.DataLoader`` costs more than a small model's step on 
 
 Sources: the generated shapes world (:func:`load_shapes`, cached on disk with a checksum),
 scikit-learn's bundled handwritten digits (:func:`load_digits`), and, in the full profile,
-torchvision's real datasets (:func:`load_torchvision`, in :mod:`vfm_course.torchvision_data`).
+torchvision's real datasets (:func:`load_torchvision`, in :mod:`vfm_course.data.real`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.files import data_dir, sha256_file
+from ..core import files
+from ..core.files import sha256_file
 from ..core.profile import Profile
 from ..core.validate import check_choice, check_positive_int
 from .loaders import images_to_tensor
 from .real import DatasetFileError, load_torchvision
 from .shapes import ShapesConfig, generate_shapes
 
-_DATA_DIR = data_dir()
-CACHE_DIR = _DATA_DIR / "cache"  # generated data (git-ignored); $VFM_DATA_DIR moves it
-DOWNLOAD_DIR = _DATA_DIR / "downloads"  # torchvision downloads (git-ignored)
+AUTO = "auto"  # a folder argument's default: the one under data_dir(), found at call time
 SPLIT_SEEDS = {"train": 10_007, "test": 20_011}  # fixed and far from the seeds people type
 _CACHE_VERSION = 1  # bump when the shapes renderer changes, so old cache files are not reused
 
@@ -86,14 +85,15 @@ def load_shapes(
     split: str,
     n: int,
     config: ShapesConfig = ShapesConfig(),  # noqa: B008 (frozen: a shared default is safe)
-    cache_dir: str | os.PathLike | None = CACHE_DIR,
+    cache_dir: str | os.PathLike | None = AUTO,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The shapes world's ``split`` ("train" or "test"): images float32 (n, 3, H, W) in [0, 1],
     labels int64 (n,). Train and test come from different fixed seeds (:data:`SPLIT_SEEDS`).
 
     With ``cache_dir`` the uint8 arrays are saved as ``.npz`` plus a ``.sha256`` file and read
     back on the next call after checking the hash; a file that fails the check raises
-    :class:`DatasetFileError` and is never overwritten. ``cache_dir=None`` skips the cache.
+    :class:`DatasetFileError` and is never overwritten. ``cache_dir=None`` skips the cache;
+    the default is :func:`vfm_course.core.files.cache_dir` (which follows ``VFM_DATA_DIR``).
     """
     check_choice(split, "split", ("train", "test"))
     check_positive_int(n, "n")
@@ -102,7 +102,7 @@ def load_shapes(
     if cache_dir is None:
         data = generate_shapes(n, config, seed=SPLIT_SEEDS[split])
         return images_to_tensor(data.images), torch.from_numpy(data.labels)
-    folder = Path(cache_dir)
+    folder = files.cache_dir() if cache_dir == AUTO else Path(cache_dir)
     path = folder / _cache_name(split, n, config)
     sidecar = path.with_name(path.name + ".sha256")
     if not path.exists():
@@ -159,9 +159,9 @@ def load_digits(
 def get_classification_data(
     profile: Profile,
     split: str,
-    root: str | os.PathLike = DOWNLOAD_DIR,
+    root: str | os.PathLike = AUTO,
     download: bool = False,
-    cache_dir: str | os.PathLike | None = CACHE_DIR,
+    cache_dir: str | os.PathLike | None = AUTO,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The profile's image classification data: shapes (tiny) or CIFAR-10 (full).
 
@@ -170,13 +170,14 @@ def get_classification_data(
     used by the full profile only.
     """
     if not isinstance(profile, Profile):
-        raise TypeError(f"profile must be a vfm_course.profile.Profile, got {type(profile)}")
+        raise TypeError(f"profile must be a vfm_course.core.Profile, got {type(profile)}")
     check_choice(split, "split", ("train", "test"))
     n = profile.n_train if split == "train" else profile.n_test
     if profile.dataset == "shapes":
         config = ShapesConfig(image_size=profile.image_size)
         return load_shapes(split, n, config, cache_dir=cache_dir)
     check_choice(profile.dataset, "profile.dataset", ("shapes", "cifar10"))
+    root = files.download_dir() if root == AUTO else root
     x, y = load_torchvision("cifar10", root, split, download=download)
     x, y = x[:n], y[:n]
     if x.shape[-1] != profile.image_size:

@@ -250,7 +250,7 @@ class PennFudanDataset(Dataset):
 
     Item i is ``(image, target)``: image float32 (3, S, S) in [0, 1]; target a dict with
     ``boxes`` float32 (n, 4) xyxy on pixel edges (the extent of each instance mask, as
-    :mod:`vfm_course.scenes`: columns 3..7 give x1 = 3, x2 = 8), ``labels`` int64 (n,) all 0
+    :mod:`vfm_course.data.scenes`: columns 3..7 give x1 = 3, x2 = 8), ``labels`` int64 (n,) all 0
     (the single class "pedestrian"), ``masks`` bool (n, S, S), and ``semantic`` int64 (S, S):
     0 background, 1 pedestrian. ``image_size`` S resizes image (bilinear) and masks (nearest
     neighbour) to a square, boxes following the resized masks; ``None`` keeps the photo's size.

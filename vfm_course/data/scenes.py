@@ -1,6 +1,6 @@
 """Multi-object scenes of the shapes world, with boxes and masks: lesson 06's offline data.
 
-Each image holds 1 to ``max_objects`` shapes of :mod:`vfm_course.shapes` (same classes,
+Each image holds 1 to ``max_objects`` shapes of :mod:`vfm_course.data.shapes` (same classes,
 colours, backgrounds, clutter and noise), painted in order so that later shapes occlude earlier
 ones. Every label is derived from one *owner map*, the index of the topmost shape whose pixel
 centre lies inside it, so the three views always agree: instance masks are ``owner == j``, the

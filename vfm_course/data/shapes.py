@@ -1,9 +1,9 @@
 """The shapes world: a seeded, offline image generator for every lesson's default data.
 
 Six shape classes in six colours on cluttered, noisy backgrounds, drawn by the anti-aliased
-signed-distance rasterizer in :mod:`vfm_course.raster`. :func:`generate_shapes` gives one shape
+signed-distance rasterizer in :mod:`vfm_course.data.raster`. :func:`generate_shapes` gives one shape
 per image with a label and a caption ("a large red star at the top left", for mini-CLIP);
-:func:`vfm_course.scenes.generate_scenes` puts several per image, with boxes and masks.
+:func:`vfm_course.data.scenes.generate_scenes` puts several per image, with boxes and masks.
 
 Design choices, each against a shortcut a model could take instead of learning shape:
 

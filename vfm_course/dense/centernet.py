@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.inference import eval_mode
 from ..core.validate import check_positive_int, check_tensor
 from ..models.dense_features import DenseEncoder
 from ..models.vit import VisionTransformer
@@ -238,7 +239,7 @@ class CenterNetHead(nn.Module):
 
 
 class CenterNet(nn.Module):
-    """A course ViT's patch tokens (:class:`~vfm_course.segmentation.DenseEncoder`) +
+    """A course ViT's patch tokens (:class:`~vfm_course.models.DenseEncoder`) +
     :class:`CenterNetHead`. ``frozen`` trains the head only; ``img_size`` resizes the encoder.
 
     Shapes:
@@ -285,14 +286,10 @@ class CenterNet(nn.Module):
         """Per image ``{"boxes", "scores", "labels"}``; see :func:`decode_centernet`."""
         check_positive_int(batch_size, "batch_size")
         device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
+        out = []
+        with eval_mode(self):
             for i in range(0, len(images), batch_size):
                 raw = self(images[i : i + batch_size].to(device)).cpu()  # (B, K + 4, Gh, Gw)
                 size = tuple(images.shape[-2:])
                 out += decode_centernet(raw, self.stride, top_k, score_threshold, nms_iou, size)
-        finally:
-            self.train(was_training)
         return out

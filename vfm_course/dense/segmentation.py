@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.inference import predict
 from ..core.validate import check_choice, check_positive_int, check_tensor
 from ..data.real import IGNORE_INDEX
 from ..models.dense_features import DenseEncoder
@@ -163,15 +164,4 @@ def segmentation_loss_fn(ignore_index: int = IGNORE_INDEX):
 def predict_masks(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Arg-max class per pixel: images (B, C, H, W) -> int64 (B, H, W), on the CPU."""
     check_tensor(images, "images", ndim=4, floating=True)
-    check_positive_int(batch_size, "batch_size")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        out = [
-            model(images[i : i + batch_size].to(device)).argmax(1).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    return predict(model, images, batch_size, map_output=lambda logits: logits.argmax(1))

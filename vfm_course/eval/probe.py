@@ -237,3 +237,21 @@ def knn_accuracy(
     preds = knn_predict(train_x, train_y, test_x, k, temperature)
     test_y = _labels(test_y, "test_y", len(preds), "test_x").to(preds.device)
     return (preds == test_y).double().mean().item()
+
+
+def probe_encoder(
+    encoder: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    k: int = 20,
+) -> dict[str, float]:
+    """Frozen-feature evaluation of an encoder (B, C, H, W) -> (B, D): the test accuracy of a
+    linear probe (``"probe_acc"``) and of a ``k``-NN classifier (``"knn_acc"``), both fit on
+    the features of ``train`` = (images, labels) and scored on ``test``."""
+    f_train = extract_features(encoder, train[0])
+    f_test = extract_features(encoder, test[0])
+    probe = linear_probe(f_train, train[1], f_test, test[1])
+    return {
+        "probe_acc": probe.test_acc,
+        "knn_acc": knn_accuracy(f_train, train[1], f_test, test[1], k=k),
+    }

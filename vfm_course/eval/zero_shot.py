@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..core.inference import eval_mode, predict
 from ..core.validate import check_positive_int, check_tensor
 from ..data.tokenizer import Tokenizer
 from ..models.clip import CLIP
@@ -34,13 +35,8 @@ def zero_shot_weights(
     K, n_t = len(classnames), len(templates)
     prompts = [t.format(c) for c in classnames for t in templates]  # class-major
     tokens = tokenizer.encode(prompts).to(next(model.parameters()).device)  # (K * n_t, T)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            emb = model.encode_text(tokens).reshape(K, n_t, -1)  # (K, n_t, E)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        emb = model.encode_text(tokens).reshape(K, n_t, -1)  # (K, n_t, E)
     return F.normalize(emb.mean(dim=1), dim=-1)  # (K, E)
 
 
@@ -54,22 +50,19 @@ def zero_shot_predict(
     if len(images) == 0:
         raise ValueError("images is empty: there is nothing to classify")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    preds = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                img = model.encode_image(images[start : start + batch_size].to(device))  # (b, E)
-                if img.shape[1] != weights.shape[1]:
-                    raise ValueError(
-                        f"weights have width {weights.shape[1]} but the image embeddings have "
-                        f"{img.shape[1]}: build them with zero_shot_weights on the same model"
-                    )
-                preds.append((img @ weights.to(img).T).argmax(dim=1))  # (b,)
-    finally:
-        model.train(was_training)
-    return torch.cat(preds).to(images.device)  # (n,)
+
+    def classify(batch: torch.Tensor) -> torch.Tensor:
+        img = model.encode_image(batch)  # (b, E)
+        if img.shape[1] != weights.shape[1]:
+            raise ValueError(
+                f"weights have width {weights.shape[1]} but the image embeddings have "
+                f"{img.shape[1]}: build them with zero_shot_weights on the same model"
+            )
+        return (img @ weights.to(img).T).argmax(dim=1)  # (b,)
+
+    with eval_mode(model):
+        preds = predict(classify, images, batch_size, device)
+    return preds.to(images.device)  # (n,)
 
 
 def zero_shot_accuracy(model: CLIP, images: torch.Tensor, labels: torch.Tensor, words) -> float:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..core.configs import config_from_dict
+from ..core.inference import eval_mode
 from ..core.validate import check_positive_int, check_tensor, resolve_config
 from ..layers.blocks import LN_EPS, Block
 from ..layers.masking import check_mask_ratio, num_kept, random_masking, unshuffle
@@ -282,13 +283,9 @@ class MaskedAutoencoder(nn.Module):
           patch's true mean and std when ``norm_pix_loss`` (as MAE's demo), clamped to [0, 1];
         * ``"pasted"``: the original visible patches with the predicted masked ones.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, None, generator)
             pred = self.forward_decoder(latent, ids_restore).float()  # (B, N, P*P*C)
-        finally:
-            self.train(was_training)
         p, c = self.patch_size, imgs.shape[1]
         patches = patchify(imgs, p).float()  # (B, N, P*P*C)
         if self.cfg.norm_pix_loss:

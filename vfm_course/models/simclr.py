@@ -48,7 +48,7 @@ class SimCLRConfig:
     """A SimCLR model and its objective: a ViT backbone (``num_classes=0``), the projection
     head's widths, the NT-Xent temperature and the augmentations.
 
-    ``arch="cnn"`` swaps the ViT for a :class:`~vfm_course.cnn.SmallCNN` of width
+    ``arch="cnn"`` swaps the ViT for a :class:`~vfm_course.models.SmallCNN` of width
     ``cnn_width`` (features 4 * width; only ``encoder.in_chans`` is read), the encoder SimCLR
     itself used (a ResNet): lesson 03 compares the two under the same objective.
     """

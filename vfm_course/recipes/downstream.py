@@ -5,12 +5,13 @@ code takes the encoders the full pretraining recipes made (:data:`vfm_course.rec
 FULL_RECIPES`, saved under ``data/checkpoints/full/``) to real data:
 
 - ``finetune_*``: classification on CIFAR-10 / STL-10 with a linear probe, LoRA, or full
-  fine-tuning with layer-wise lr decay (:mod:`vfm_course.finetune`), from a fraction of labels;
+  fine-tuning with layer-wise lr decay (:mod:`vfm_course.layers.lora`,
+  :mod:`vfm_course.train.optim`), from a fraction of labels;
 - ``seg_pets``: a segmentation head on Oxford-IIIT Pet (pet / background, border ignored);
-- ``det_pennfudan``: the CenterNet head on Penn-Fudan pedestrians (:mod:`vfm_course.detection`).
+- ``det_pennfudan``: the CenterNet head on Penn-Fudan pedestrians (:mod:`vfm_course.dense`).
 
-Run with ``python -m vfm_course.downstream NAME`` (``--download`` fetches a missing dataset,
-``torchrun --nproc_per_node=N -m vfm_course.downstream NAME`` uses N GPUs: it is :func:`fit`).
+Run with ``python -m vfm_course.recipes.downstream NAME`` (``--download`` fetches a missing dataset,
+``torchrun --nproc_per_node=N -m vfm_course.recipes.downstream NAME`` uses N GPUs: it is :func:`fit`).
 Results (accuracy, mIoU, mAP) are measured on the dataset's test split and stored in the
 output checkpoint's metadata, next to the settings that made them.
 """
@@ -25,9 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.files import data_dir
+from ..core.files import data_dir, download_dir
 from ..core.validate import check_choice
-from ..data.datasets import DOWNLOAD_DIR
 from ..data.loaders import BatchLoader
 from ..data.real import IGNORE_INDEX, load_pennfudan, load_torchvision
 from ..dense.centernet import CenterNet, centernet_loss_fn
@@ -166,10 +166,10 @@ def _dense_data(recipe: DenseRecipe, split: str, download: bool):
     """Images (n, 3, S, S) and targets: semantic masks (n, S, S), or per-image box lists."""
     if recipe.task == "segmentation":
         size = recipe.image_size
-        data = load_torchvision("oxford_pets", DOWNLOAD_DIR, split, download, image_size=size)
+        data = load_torchvision("oxford_pets", download_dir(), split, download, image_size=size)
         pairs = [data[i] for i in range(len(data))]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-    data = load_pennfudan(DOWNLOAD_DIR, split, recipe.image_size)
+    data = load_pennfudan(download_dir(), split, recipe.image_size)
     items = [data[i] for i in range(len(data))]
     images = torch.stack([img for img, _ in items])
     return images, ([t["boxes"] for _, t in items], [t["labels"] for _, t in items])

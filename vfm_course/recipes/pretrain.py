@@ -11,7 +11,7 @@ from ..data.captions import load_caption_data
 from ..data.datasets import load_shapes
 from ..data.loaders import BatchLoader
 from ..data.shapes import COLOUR_NAMES, SHAPE_CLASSES
-from ..eval.probe import extract_features, knn_accuracy, linear_probe
+from ..eval.probe import probe_encoder
 from ..eval.zero_shot import zero_shot_accuracy
 from ..models.classifier import backbone
 from ..models.clip import CLIP, CLIP_PRESETS
@@ -36,19 +36,8 @@ _PRETRAIN = {
 }
 
 
-def probe_encoder(
-    encoder: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-) -> dict[str, float]:
-    """Linear-probe and 20-NN test accuracy of a frozen encoder's pooled features."""
-    f_train = extract_features(encoder, train[0])
-    f_test = extract_features(encoder, test[0])
-    probe = linear_probe(f_train, train[1], f_test, test[1])
-    return {
-        "probe_acc": round(probe.test_acc, 4),
-        "knn_acc": round(knn_accuracy(f_train, train[1], f_test, test[1], k=20), 4),
-    }
+def _rounded(results: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in results.items()}  # as stored in checkpoint metadata
 
 
 def _model_config(recipe: PretrainRecipe) -> Any:
@@ -118,10 +107,14 @@ def pretrain(
     if not dist.is_main():
         return model.cpu().eval(), results
     if recipe.dataset in REAL_DATASETS:  # measure on the GPU, where model and data are
-        results.update(probe_encoder(backbone(model.eval()), (x_train, y_train), (x_test, y_test)))
+        results.update(
+            _rounded(probe_encoder(backbone(model.eval()), (x_train, y_train), (x_test, y_test)))
+        )
     model = model.cpu().eval()
     if recipe.dataset not in REAL_DATASETS:
-        results.update(probe_encoder(backbone(model), (x_train, y_train), (x_test, y_test)))
+        results.update(
+            _rounded(probe_encoder(backbone(model), (x_train, y_train), (x_test, y_test)))
+        )
     if recipe.method == "clip":
         results["zero_shot_shape_acc"] = round(
             zero_shot_accuracy(model, x_test, y_test, SHAPE_CLASSES), 4

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..core.files import download_dir
 from ..core.profile import pick_device
-from ..data.datasets import DOWNLOAD_DIR, load_digits, load_shapes
+from ..data.datasets import load_digits, load_shapes
 from ..data.real import load_torchvision
 from ..data.shapes import PRETRAIN_WORLD, ShapesConfig
 from ..models.vit import vit_config
@@ -124,7 +125,7 @@ def load_real(
     dist.setup()
     if download and not dist.is_main():
         dist.barrier()  # rank 0 is downloading
-    x, y = load_torchvision(name, DOWNLOAD_DIR, split, download=download)
+    x, y = load_torchvision(name, download_dir(), split, download=download)
     if download and dist.is_main():
         dist.barrier()
     x, y = x[:n], y[:n]

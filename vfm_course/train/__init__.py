@@ -32,4 +32,11 @@ from .engine import (
     to_device,
     use_amp,
 )
-from .optim import layer_decay_optimizer, layer_decay_param_groups, layer_id, param_groups
+from .optim import (
+    NO_DECAY_SUFFIXES,
+    decays,
+    layer_decay_optimizer,
+    layer_decay_param_groups,
+    layer_id,
+    param_groups,
+)

@@ -11,7 +11,7 @@ it, so each lesson's code shows only what is new in that lesson:
 - a ``tqdm.auto`` progress bar, periodic evaluation, a :class:`History` of everything,
 - seeding, and safetensors checkpoints that an interrupted run resumes from exactly,
 - several processes under ``torchrun`` (DistributedDataParallel), with nothing to change in
-  the notebook: see "Under torchrun" in :func:`fit` and :mod:`vfm_course.distributed`.
+  the notebook: see "Under torchrun" in :func:`fit` and :mod:`vfm_course.train.distributed`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from . import distributed as dist
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
 from .optim import param_groups
 
-LossOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]
+# What every loss_fn(model, batch) returns: the scalar loss to minimise and a dict of floats to
+# record beside it (``{}`` for none). One shape for every objective, so fit never guesses.
+LossOutput = tuple[torch.Tensor, Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -170,10 +172,16 @@ def _batches(loader: Iterable, start_step: int) -> Iterable:
 
 
 def _split_loss(out: LossOutput) -> tuple[torch.Tensor, Mapping[str, float]]:
-    loss, extra = out if isinstance(out, tuple) else (out, {})
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping)):
+        raise TypeError(
+            "loss_fn must return a pair (loss, logs): the scalar loss tensor and a dict of "
+            "floats to record, e.g. `return loss, {}`; got "
+            f"{type(out).__name__}{' of length ' + str(len(out)) if isinstance(out, tuple) else ''}"
+        )
+    loss, logs = out
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        raise TypeError("loss_fn must return a scalar tensor (or a (loss, dict) pair)")
-    return loss, extra
+        raise TypeError("loss_fn must return a scalar loss tensor first, as in `return loss, {}`")
+    return loss, logs
 
 
 def fit(
@@ -187,6 +195,8 @@ def fit(
 ) -> History:
     """Train ``model`` for ``config.steps`` optimizer steps on ``loss_fn`` and return a History.
 
+    ``loss_fn(model, batch)`` returns ``(loss, logs)``: the scalar loss and a dict of floats
+    recorded beside it each step (``{}`` for none); every objective in the package has this form.
     ``eval_fn(model)`` returns a dict of metrics; it runs under ``torch.no_grad`` in eval mode
     every ``eval_every`` steps and at the end. Pass ``optimizer`` to use your own (for example
     with per-layer learning rates); its groups' ``lr`` are taken as the base rates. With
@@ -195,7 +205,7 @@ def fit(
 
     Under torchrun (or in any initialized process group of N > 1 ranks) the same call trains
     data-parallel: each rank takes its ``1/N`` share of every global batch (the loader is
-    sharded with :func:`vfm_course.distributed.shard_loader`, so ``batch_size`` means the
+    sharded with :func:`vfm_course.train.distributed.shard_loader`, so ``batch_size`` means the
     global batch) and ``loss_fn`` runs inside DistributedDataParallel, which averages the
     gradients. All ranks start from rank 0's weights. The logged loss and extras are the mean
     over ranks. ``eval_fn`` runs on rank 0 only, on the whole model, and its metrics are sent to

@@ -17,16 +17,28 @@ from torch import nn
 
 from ..core.validate import is_number
 
+# Embeddings and tokens that are never decayed, wherever they sit (a decoder's position
+# embedding too): they are lookup tables and learned inputs, not weights of a layer.
+NO_DECAY_SUFFIXES = (".bias", "pos_embed", "cls_token", "reg_token", "mask_token")
+
+
+def decays(model: nn.Module, name: str, p: nn.Parameter) -> bool:
+    """Whether parameter ``name`` of ``model`` gets weight decay: matrices only, never a vector
+    (biases, norm gains), an embedding or token in :data:`NO_DECAY_SUFFIXES`, or a name the
+    model lists in its ``no_weight_decay()`` (timm's convention)."""
+    skip = getattr(model, "no_weight_decay", None)
+    return not (
+        p.ndim <= 1 or name.endswith(NO_DECAY_SUFFIXES) or (skip is not None and name in skip())
+    )
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay matrices only. Decaying biases, norm gains, position embeddings
-    or the CLS token only pulls them to zero for no regularisation benefit (as in timm/MAE)."""
+    """AdamW groups: one with weight decay (the matrices, see :func:`decays`) and one without."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or name.endswith((".bias", "pos_embed", "cls_token", "mask_token"))
-        (no_decay if skip else decay).append(p)
+        (decay if decays(model, name, p) else no_decay).append(p)
     if not decay and not no_decay:
         raise ValueError("the model has no trainable parameters (are they all frozen?)")
     return [
@@ -58,7 +70,7 @@ def layer_decay_param_groups(
     Block ``i`` of ``depth`` gets ``lr * layer_decay ** (depth - i)``; the embeddings
     (``patch_embed``, ``cls_token``, ``pos_embed``) the lowest, ``lr * layer_decay ** (depth +
     1)``; the final norm and the head the full ``lr``. The pretrained early layers thus change
-    least. Weight decay only on matrices, as :func:`vfm_course.train.param_groups`. Each group
+    least. Weight decay only where :func:`decays` says, as in :func:`param_groups`. Each group
     carries its ``lr`` (already scaled: :func:`fit` reads it as the base rate), ``lr_scale`` and
     ``layer``. Frozen parameters are left out.
 
@@ -85,8 +97,7 @@ def layer_decay_param_groups(
         if not p.requires_grad:
             continue
         layer = layer_id(name, depth)
-        # No decay on vectors (biases, norm gains) and the CLS / position embeddings.
-        decay = not (p.ndim <= 1 or name.endswith((".bias", *_EMBEDDINGS[1:])))
+        decay = decays(model, name, p)
         scale = layer_decay ** (depth + 1 - layer)
         group = groups.setdefault(
             (layer, decay),

@@ -214,7 +214,7 @@ def check_fgsm(fn: Callable[..., torch.Tensor]) -> bool:
 
 def lora_forward_reference(x, weight, bias, lora_A, lora_B, scaling):
     """x (..., in) -> (..., out): the frozen layer plus the scaled low-rank update, the formula of
-    :meth:`vfm_course.finetune.LoRALinear.forward` with its weights passed in."""
+    :meth:`vfm_course.layers.LoRALinear.forward` with its weights passed in."""
     base = torch.nn.functional.linear(x, weight, bias)  # (..., out)
     return base + (x @ lora_A.T) @ lora_B.T * scaling  # (..., r) -> (..., out)
 

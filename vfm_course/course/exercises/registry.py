@@ -2,14 +2,15 @@
 
 An exercise is a function the learner writes in a lesson notebook. In the solution notebooks its
 body sits between ``# BEGIN SOLUTION`` and ``# END SOLUTION``; the student notebooks replace that
-part with ``raise NotImplementedError`` (see :mod:`vfm_course.student`). Each :class:`Exercise`
-ties together:
+part with ``raise NotImplementedError`` (see :mod:`vfm_course.course.student`). Each lesson's
+module here (``attention``, ``vit``, ``contrastive``, ``mae``, ``finetune``, ``detection``)
+defines its checkers and its :class:`Exercise` entries side by side; each entry ties together:
 
 * where it lives: the notebook and the ids of its answer cells;
-* the learner's function names and the ``checks.check_*`` function giving instant feedback;
+* the learner's function names and the ``check_*`` function giving instant feedback;
 * the package's reference implementation with the same signature, which the rest of the lesson
   uses while the learner's version is unfinished or wrong, so a lesson always runs top to bottom;
-* the hidden cases the grader runs (:mod:`vfm_course.grading`): calls on inputs drawn from a
+* the hidden cases the grader runs (:mod:`vfm_course.course.grading`): calls on inputs drawn from a
   seeded generator, whose printed :func:`fingerprint` is compared outside the learner's kernel.
 
 In a notebook, the cell after an exercise reads::

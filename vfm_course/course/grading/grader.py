@@ -1,15 +1,15 @@
 """Grading submitted notebooks with nbval, comparing results outside the learners' kernels.
 
-For every exercise of a lesson (:data:`vfm_course.exercises.EXERCISES`) and every submission the
-grader builds a small notebook from the *reference* notebook, taking only the answer cells from
-the submission (by cell id):
+For every exercise of a lesson (:data:`vfm_course.course.exercises.EXERCISES`) and every
+submission the grader builds a small notebook from the *reference* notebook, taking only the
+answer cells from the submission (by cell id):
 
 1. the lesson's set-up cell (imports), from the reference;
 2. the submission's answer cells, nothing else of the submission (edited check cells, redefined
    checkers and any other cell the learner changed are simply not used);
-3. hidden check cells, one per :class:`~vfm_course.exercises.HiddenCase`: each draws inputs from
-   a seeded generator, calls the learner's function and prints a rounded fingerprint of the
-   result, and is marked ``# NBVAL_CHECK_OUTPUT``. The expected text is the reference
+3. hidden check cells, one per :class:`~vfm_course.course.exercises.HiddenCase`: each draws
+   inputs from a seeded generator, calls the learner's function and prints a rounded
+   fingerprint of the result, and is marked ``# NBVAL_CHECK_OUTPUT``. The expected text is the reference
    implementation's fingerprint.
 
 nbval then runs each notebook in a fresh kernel and compares the printed text with the stored
@@ -21,7 +21,7 @@ kernel.
 Cells have a time limit and so does the whole submission. A crash, an infinite loop, a missing
 answer cell or a file that is not a notebook costs the exercises it touches, never the run.
 
-    python -m vfm_course.grading 01_attention_from_scratch submissions/ --out grades/
+    python -m vfm_course.course.grading 01_attention_from_scratch submissions/ --out grades/
 
 Each hidden case is worth one point; an exercise's score is its points over its cases.
 """
@@ -265,7 +265,7 @@ def _run(
     result: SubmissionResult,
     config: GradeConfig,
 ) -> None:
-    code = "import sys; from vfm_course.grading import run_nbval; "
+    code = "import sys; from vfm_course.course.grading.grader import run_nbval; "
     code += "sys.exit(run_nbval(sys.argv[2:], int(sys.argv[1])))"
     cmd = [sys.executable, "-c", code, str(config.cell_timeout), *notebooks]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -275,7 +275,7 @@ def _run(
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=None if os.environ.get("VFM_GRADE_DEBUG") else subprocess.DEVNULL,
         text=True,
     )
     token = secrets.token_hex(16)
