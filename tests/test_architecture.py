@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vfm_course"
 # any nn.Module); eval sits above dense because dense metrics need box geometry.
 LAYERS = ("core", "data", "train", "layers", "models", "objectives", "dense", "eval", "recipes",
           "course")  # fmt: skip
-MAX_LINES = 320  # about 300: one concept a newcomer can name, read top to bottom
+MAX_LINES = 340  # "about 300": one concept a newcomer can name, read top to bottom
 
 
 def module_name(path: Path) -> str:

@@ -209,7 +209,7 @@ def test_embeddings_unit_norm_and_logits_are_scaled_cosines() -> None:
         torch.testing.assert_close(img.norm(dim=-1), torch.ones(4))
         torch.testing.assert_close(txt.norm(dim=-1), torch.ones(3))
         # Independent route: unnormalised projections and torch's cosine similarity.
-        a = model.image_projection(model.visual.forward_head(model.visual.forward_features(x)))
+        a = model.image_projection(model.encoder.forward_head(model.encoder.forward_features(x)))
         b = model.text_projection(model.text(tokens))
         cos = F.cosine_similarity(a[:, None], b[None], dim=-1)  # (4, 3)
         torch.testing.assert_close(model(x, tokens), 20 * cos, atol=1e-5, rtol=1e-5)
@@ -218,7 +218,7 @@ def test_embeddings_unit_norm_and_logits_are_scaled_cosines() -> None:
 def test_loss_reaches_both_towers_and_the_temperature() -> None:
     model = _small_clip()
     clip_loss(model(_images(4), Tokenizer().encode(CAPTIONS))).backward()
-    for name in ("logit_scale", "visual.patch_embed.proj.weight", "visual.blocks.0.attn.qkv.weight",
+    for name in ("logit_scale", "encoder.patch_embed.proj.weight", "encoder.blocks.0.attn.qkv.weight",
                  "text.token_embedding.weight", "text.blocks.1.mlp.fc2.weight",
                  "image_projection.weight", "text_projection.weight"):  # fmt: skip
         grad = model.get_parameter(name).grad

@@ -9,6 +9,7 @@ from .profile import PROFILE_NAMES, PROFILES, Profile, get_profile, pick_device
 from .validate import (
     check_choice,
     check_divisible,
+    check_heads,
     check_images,
     check_labels,
     check_positive_int,

@@ -33,7 +33,6 @@ class Profile:
     batch_size: int
     live_steps: int
     vit_preset: str
-    num_workers: int
 
 
 PROFILES: dict[str, Profile] = {
@@ -46,7 +45,6 @@ PROFILES: dict[str, Profile] = {
         batch_size=128,
         live_steps=300,
         vit_preset="vit_course_tiny",
-        num_workers=0,
     ),
     "full": Profile(
         name="full",
@@ -57,7 +55,6 @@ PROFILES: dict[str, Profile] = {
         batch_size=256,
         live_steps=3_000,
         vit_preset="vit_course_small",
-        num_workers=4,
     ),
 }
 

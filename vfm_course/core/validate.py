@@ -61,6 +61,18 @@ def check_divisible(value: int, divisor: int, what: str, by_what: str) -> None:
         raise ValueError(f"{what} {value} is not divisible by {by_what} {divisor}")
 
 
+def check_heads(width: int, num_heads: int, what: str = "width", heads: str = "heads") -> None:
+    """Multi-head attention splits ``width`` channels into ``num_heads`` equal heads: raise a
+    sentence naming both and a width that would work if it does not divide."""
+    if width % num_heads != 0:
+        fit = num_heads * max(1, width // num_heads)
+        count = f"{num_heads} heads" if heads == "heads" else f"{heads} {num_heads}"
+        raise ValueError(
+            f"{what} {width} is not divisible by {count}: each head gets {what} // {heads} "
+            f"channels, so pick a width that splits evenly (e.g. {what}={fit})"
+        )
+
+
 def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
     """Raise if ``value`` is not one of ``choices``."""
     if value not in choices:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from ..core.validate import check_positive_int, check_tensor
-from ..train.engine import History
+from ..train.history import History
 
 
 def to_numpy_image(img: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -3,23 +3,27 @@ digits offline; torchvision datasets in the full profile), augmentations and in-
 """
 
 from .augment import (
-    BLUR_KERNEL_SIZE,
-    GRAY_WEIGHTS,
     AugmentConfig,
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
     augment,
-    gaussian_blur,
     hflip,
     random_flip_shift,
     random_resized_crop_boxes,
     resized_crop,
-    rgb_to_grayscale,
     two_views,
 )
 from .captions import CaptionData, load_caption_data
+from .colour import (
+    BLUR_KERNEL_SIZE,
+    GRAY_WEIGHTS,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    gaussian_blur,
+    image_batch,
+    per_sample,
+    rgb_to_grayscale,
+)
 from .datasets import AUTO, SPLIT_SEEDS, get_classification_data, load_digits, load_shapes
 from .loaders import BatchLoader, images_to_tensor
 from .raster import (

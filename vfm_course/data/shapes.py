@@ -14,10 +14,8 @@ Design choices, each against a shortcut a model could take instead of learning s
 
 Determinism: image ``i`` depends only on ``seed``, ``i`` and the config, not on ``n`` (random
 numbers come from one stream per block of 256 images), so a smaller ``n`` gives a prefix of a
-larger one, and the same call gives bit-identical arrays.
-
-Speed (measured 2026-11 on this project's shared 2-core CPU, one thread, default config):
-10,000 images of 32 x 32 in about 1.9 s (5,300 images/s); 1,000 64 x 64 scenes in about 1 s.
+larger one, and the same call gives bit-identical arrays. Generation is vectorised over a
+block of images (no Python loop per pixel), so a lesson's dataset takes seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -91,11 +89,8 @@ EXTENTS = _RADII * _AREA_SCALE  # circumradius per unit of size, per class (1.0 
 
 @dataclass(frozen=True)
 class ShapesConfig:
-    """How the shapes world looks. The defaults are tuned for lesson 02's inductive-bias
-    contrast: ``cnn.SmallCNN(width=32)`` reached 89% test accuracy after 45 s of one-thread CPU
-    training on 20,000 images (AdamW, batch 128, 420 steps), with headroom left (squares and
-    hearts are the hard classes); ``vit_course_tiny`` from scratch managed 93 steps in the same
-    45 s and was still at chance. Colour alone predicts the class at chance (17%).
+    """How the shapes world looks. Colour, size, position and rotation are drawn independently
+    of the class, so only the outline tells the classes apart (colour alone is at chance).
 
     ``size_range`` is the equal-area radius as a fraction of ``image_size``; ``stretch`` the
     largest area-preserving aspect change (0.1: up to x * 1.1 and y / 1.1); ``colour_jitter``
@@ -169,15 +164,10 @@ class ShapesData:
 
 
 # The pretraining world of lessons 03-06: larger, upright shapes on plain grey backgrounds,
-# without clutter strokes or pixel noise. Why each change (measured with the supervised tiny ViT,
-# 600 steps of batch 128, one CPU thread):
-# - upright and larger: the patch-8 ViT reached 0.73 test accuracy with both, but stayed at
-#   chance (0.17) with either rotation or the default sizes (0.11-0.21) kept; vit_course_tiny
-#   (patch 4) reached 0.59. Lesson 02 keeps the hard default world: there the slow ViT is the
-#   point.
-# - no clutter or noise: self-supervised objectives learn whatever solves their own task; two
-#   views of a default-world image share its clutter strokes and background pattern, which
-#   identify the image without saying anything about its shape.
+# without clutter strokes or pixel noise (the README's results section says how it was chosen).
+# No clutter or noise because self-supervised objectives learn whatever solves their own task:
+# two views of a cluttered image share its strokes and background pattern, which identify the
+# image without saying anything about its shape.
 PRETRAIN_WORLD = ShapesConfig(
     size_range=(0.22, 0.3), rotate=False, background="plain", noise_std=0.0, clutter=0
 )

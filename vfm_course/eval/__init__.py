@@ -11,6 +11,13 @@ from .dense_metrics import (
     mean_average_precision,
     segmentation_confusion_matrix,
 )
-from .probe import ProbeResult, extract_features, knn_accuracy, knn_predict, linear_probe
+from .probe import (
+    ProbeResult,
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    linear_probe,
+    probe_encoder,
+)
 from .profiling import peak_memory, time_fn
 from .zero_shot import zero_shot_accuracy, zero_shot_predict, zero_shot_weights

@@ -4,14 +4,11 @@ attention, patches, position embeddings, transformer blocks, MAE's masking and L
 
 from .attention import (
     ATTN_IMPLS,
-    Attention,
     causal_mask,
+    check_attn_mask,
     chunked_attention,
-    load_from_torch_mha,
-    merge_heads,
     padding_mask,
     scaled_dot_product_attention,
-    split_heads,
 )
 from .blocks import LN_EPS, Block, Mlp
 from .lora import LoRALinear, apply_lora, lora_layers, merge_lora, unmerge_lora
@@ -23,5 +20,6 @@ from .masking import (
     random_masking,
     unshuffle,
 )
+from .multihead import Attention, load_from_torch_mha, merge_heads, split_heads
 from .patches import PatchEmbed, conv_weight_as_linear, patch_embed_as_linear, patchify, unpatchify
 from .pos_embed import resample_pos_embed, sincos_pos_embed_1d, sincos_pos_embed_2d

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.validate import check_divisible, check_positive_int
-from .attention import Attention
+from ..core.validate import check_positive_int
+from .multihead import Attention
 
 # timm's ViT LayerNorm epsilon (PyTorch's default is 1e-5); matching it keeps logits identical.
 LN_EPS = 1e-6
@@ -82,7 +82,6 @@ class Block(nn.Module):
         super().__init__()
         check_positive_int(dim, "dim")
         check_positive_int(num_heads, "num_heads")
-        check_divisible(dim, num_heads, "width (dim)", "num_heads")
         hidden = int(dim * mlp_ratio)  # int() like timm, so fractional ratios give equal widths
         if hidden <= 0:
             raise ValueError(

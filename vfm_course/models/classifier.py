@@ -94,11 +94,11 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def backbone(model: nn.Module) -> VisionTransformer | SmallCNN:
-    """The image encoder inside a pretrained model (MAE/SimCLR ``encoder``, CLIP ``visual``):
-    a ViT, or the SmallCNN of a CNN SimCLR."""
+    """The image encoder inside a course model: the model itself for a ViT, else its
+    ``encoder`` (the one attribute name MAE, SimCLR, CLIP and the dense models use): a ViT, or
+    the SmallCNN of a CNN SimCLR."""
     if isinstance(model, VisionTransformer):
         return model
-    for name in ("encoder", "visual"):
-        if isinstance(getattr(model, name, None), VisionTransformer | SmallCNN):
-            return getattr(model, name)
-    raise TypeError(f"{type(model).__name__} has no image encoder (encoder or visual)")
+    if isinstance(getattr(model, "encoder", None), VisionTransformer | SmallCNN):
+        return model.encoder
+    raise TypeError(f"{type(model).__name__} has no image encoder (an `encoder` attribute)")

@@ -95,7 +95,7 @@ class CLIP(nn.Module):
         super().__init__()
         cfg = resolve_config(cfg, CLIP_PRESETS, CLIPConfig, "CLIP")
         self.cfg = cfg
-        self.visual = VisionTransformer(cfg.image)
+        self.encoder = VisionTransformer(cfg.image)  # the image tower (one name in every model)
         self.text = TextTransformer(cfg.text)
         self.image_projection = nn.Linear(cfg.image.embed_dim, cfg.embed_dim, bias=False)
         self.text_projection = nn.Linear(cfg.text.width, cfg.embed_dim, bias=False)
@@ -107,7 +107,7 @@ class CLIP(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, E) unit-norm embeddings."""
-        features = self.visual(images)  # (B, D), pooled (the ViT has no head)
+        features = self.encoder(images)  # (B, D), pooled (the ViT has no head)
         return F.normalize(self.image_projection(features), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..core.configs import config_from_dict
 from ..core.inference import eval_mode
-from ..core.validate import check_positive_int, check_tensor, resolve_config
+from ..core.validate import check_heads, check_positive_int, check_tensor, resolve_config
 from ..layers.blocks import LN_EPS, Block
 from ..layers.masking import check_mask_ratio, num_kept, random_masking, unshuffle
 from ..layers.patches import patchify, unpatchify
@@ -65,11 +65,9 @@ class MAEConfig:
             )
         for name in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
             check_positive_int(getattr(self, name), name)
-        if self.decoder_embed_dim % self.decoder_num_heads != 0:
-            raise ValueError(
-                f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by "
-                f"decoder_num_heads {self.decoder_num_heads}"
-            )
+        check_heads(
+            self.decoder_embed_dim, self.decoder_num_heads, "decoder_embed_dim", "decoder_num_heads"
+        )
         if self.decoder_embed_dim % 4 != 0:
             raise ValueError(
                 f"decoder_embed_dim must be divisible by 4 for the decoder's 2-D sin-cos position "
@@ -96,11 +94,25 @@ MAE_PRESETS: dict[str, MAEConfig] = {
     # position embeddings; a 2-block, 64-wide decoder, narrower and shallower than the encoder
     # as in MAE (whose default decoder costs < 10% of the encoder's compute per token).
     "mae_course_tiny": MAEConfig(vit_config("vit_course_tiny", num_classes=0, pos_embed="sincos")),
-    # Raw-pixel targets. On the shapes world's plain backgrounds most patches are flat: their
-    # per-patch normalised target is all zeros, and the few edge patches carry the whole loss.
-    # Measured in lesson 04: with raw pixels the encoder fine-tunes far better (issue notes).
+    # The same model with raw-pixel targets (the paper's ablation, Table 1d), for comparison.
     "mae_course_tiny_pixels": MAEConfig(
         vit_config("vit_course_tiny", num_classes=0, pos_embed="sincos"), norm_pix_loss=False
+    ),
+    # The full profile's models (GPU, real photos): ViT-Tiny width with a 4-block, 128-wide
+    # decoder, at 32 px (CIFAR-10) and 96 px with 8 px patches (STL-10).
+    "mae_course_small": MAEConfig(
+        vit_config("vit_course_small", num_classes=0, pos_embed="sincos"),
+        decoder_embed_dim=128,
+        decoder_depth=4,
+        decoder_num_heads=4,
+    ),
+    "mae_course_small_96": MAEConfig(
+        vit_config(
+            "vit_course_small", img_size=96, patch_size=8, num_classes=0, pos_embed="sincos"
+        ),
+        decoder_embed_dim=128,
+        decoder_depth=4,
+        decoder_num_heads=4,
     ),
 }
 

@@ -88,13 +88,21 @@ SIMCLR_PRESETS: dict[str, SimCLRConfig] = {
         encoder=vit_config("vit_course_tiny", num_classes=0),
         augment=AugmentConfig(crop_scale=(0.5, 1.0)),
     ),
-    # Full hue rotation: in the shapes world colour is drawn independently of the shape, and
-    # without hue jitter the two views of an image share their hue, so matching colours is
-    # enough to find the partner and the encoder never needs the shape (measured in lesson 03).
+    # A SmallCNN encoder with full hue rotation: colour is drawn independently of the shape,
+    # and without hue jitter the two views of an image share their hue, so matching colours
+    # could find the partner without any shape.
     "simclr_cnn_tiny": SimCLRConfig(
         encoder=vit_config("vit_course_tiny", num_classes=0),
         arch="cnn",
         augment=AugmentConfig(crop_scale=(0.5, 1.0), hue=0.5),
+    ),
+    # The full profile's model: ViT-Tiny width, a 1024-128 projection head, and the crop scale
+    # SimSiam uses on CIFAR-10.
+    "simclr_course_small": SimCLRConfig(
+        encoder=vit_config("vit_course_small", num_classes=0),
+        proj_hidden_dim=1024,
+        proj_dim=128,
+        augment=AugmentConfig(crop_scale=(0.2, 1.0)),
     ),
 }
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.validate import check_positive_int, check_tensor
+from ..core.validate import check_heads, check_positive_int, check_tensor
 from ..data.tokenizer import EOT_ID, SPECIAL_TOKENS
 from ..layers.attention import causal_mask
 from ..layers.blocks import LN_EPS, Block
@@ -45,11 +45,7 @@ class TextConfig:
             raise ValueError(f"vocab_size must be > 3 (the special tokens), got {self.vocab_size}")
         if self.context_length < 3:
             raise ValueError(f"context_length must be >= 3, got {self.context_length}")
-        if self.width % self.num_heads != 0:
-            raise ValueError(
-                f"width {self.width} is not divisible by num_heads {self.num_heads}: each head "
-                f"gets width // num_heads channels"
-            )
+        check_heads(self.width, self.num_heads, "width", "num_heads")
         if not self.mlp_ratio > 0 or int(self.width * self.mlp_ratio) <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
 

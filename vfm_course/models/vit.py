@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.validate import check_choice, check_divisible, check_positive_int
+from ..core.validate import check_choice, check_divisible, check_heads, check_positive_int
 from ..layers.blocks import LN_EPS, Block
 from ..layers.patches import PatchEmbed
 from ..layers.pos_embed import sincos_pos_embed_2d
@@ -61,13 +61,7 @@ class ViTConfig:
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = no head), got {self.num_classes}")
         check_divisible(self.img_size, self.patch_size, "image size", "patch size")
-        if self.embed_dim % self.num_heads != 0:
-            fit = self.num_heads * max(1, self.embed_dim // self.num_heads)
-            raise ValueError(
-                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}: "
-                f"each head gets embed_dim // num_heads channels, so pick a width that splits "
-                f"evenly (e.g. embed_dim={fit})"
-            )
+        check_heads(self.embed_dim, self.num_heads, "embed_dim", "num_heads")
         if not self.mlp_ratio > 0 or int(self.embed_dim * self.mlp_ratio) <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         check_choice(self.global_pool, "global_pool", GLOBAL_POOLS)

@@ -4,11 +4,7 @@ and the full profile's GPU recipes on real photos (:data:`FULL_RECIPES`).
 
 from __future__ import annotations
 
-from ..data.augment import AugmentConfig
 from ..data.shapes import PRETRAIN_WORLD
-from ..models.mae import MAEConfig
-from ..models.simclr import SimCLRConfig
-from ..models.vit import vit_config
 from .settings import ClassifierRecipe, PretrainRecipe
 
 RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
@@ -40,28 +36,6 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
 # Model configs of the full recipes, built from the course presets (same code, wider and
 # deeper): the ViT-Tiny-width backbone ``vit_course_small``, at 32 px (CIFAR-10) or at 96 px
 # with 8 px patches (STL-10: a 12 x 12 grid).
-FULL_PRESETS: dict[str, MAEConfig | SimCLRConfig] = {
-    "mae_course_small": MAEConfig(
-        vit_config("vit_course_small", num_classes=0, pos_embed="sincos"),
-        decoder_embed_dim=128,
-        decoder_depth=4,
-        decoder_num_heads=4,
-    ),
-    "mae_course_small_96": MAEConfig(
-        vit_config(
-            "vit_course_small", img_size=96, patch_size=8, num_classes=0, pos_embed="sincos"
-        ),
-        decoder_embed_dim=128,
-        decoder_depth=4,
-        decoder_num_heads=4,
-    ),
-    "simclr_course_small": SimCLRConfig(
-        encoder=vit_config("vit_course_small", num_classes=0),
-        proj_hidden_dim=1024,
-        proj_dim=128,
-        augment=AugmentConfig(crop_scale=(0.2, 1.0)),  # the crop SimSiam uses on CIFAR-10
-    ),
-}
 
 # Batch sizes are global (split over the GPUs under torchrun). Learning rates follow each
 # paper's linear scaling rule, lr = base * batch / 256 (Goyal et al. 2017): MAE base 1.5e-4.

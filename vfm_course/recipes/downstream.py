@@ -10,8 +10,9 @@ FULL_RECIPES`, saved under ``data/checkpoints/full/``) to real data:
 - ``seg_pets``: a segmentation head on Oxford-IIIT Pet (pet / background, border ignored);
 - ``det_pennfudan``: the CenterNet head on Penn-Fudan pedestrians (:mod:`vfm_course.dense`).
 
-Run with ``python -m vfm_course.recipes.downstream NAME`` (``--download`` fetches a missing dataset,
-``torchrun --nproc_per_node=N -m vfm_course.recipes.downstream NAME`` uses N GPUs: it is :func:`fit`).
+Run with ``python -m vfm_course.recipes.downstream NAME`` (``--download`` fetches a missing
+dataset; ``torchrun --nproc_per_node=N -m vfm_course.recipes.downstream NAME`` uses N GPUs: it is
+:func:`fit`).
 Results (accuracy, mIoU, mAP) are measured on the dataset's test split and stored in the
 output checkpoint's metadata, next to the settings that made them.
 """

@@ -22,7 +22,6 @@ from ..objectives.contrastive import simclr_loss_fn
 from ..objectives.mae import mae_loss_fn
 from ..train import distributed as dist
 from ..train.engine import fit
-from .catalog import FULL_PRESETS
 from .settings import REAL_DATASETS, PretrainRecipe, data_device, engine_config, load_real
 
 # --- self-supervised and image-text pretraining ---------------------------------------------
@@ -41,13 +40,11 @@ def _rounded(results: dict[str, float]) -> dict[str, float]:
 
 
 def _model_config(recipe: PretrainRecipe) -> Any:
-    """The recipe's model config: from the method's presets table, else :data:`FULL_PRESETS`."""
+    """The recipe's model config, from its method's presets table."""
     presets = _PRETRAIN[recipe.method][0]
     if recipe.preset in presets:
         return presets[recipe.preset]
-    if recipe.preset in FULL_PRESETS:
-        return FULL_PRESETS[recipe.preset]
-    known = ", ".join([*presets, *FULL_PRESETS])
+    known = ", ".join(presets)
     raise ValueError(f"unknown {recipe.method} preset {recipe.preset!r}; known: {known}")
 
 

@@ -22,16 +22,8 @@ from .distributed import (
     teardown,
     world_size,
 )
-from .engine import (
-    History,
-    LossOutput,
-    TrainConfig,
-    fit,
-    lr_factor,
-    seed_everything,
-    to_device,
-    use_amp,
-)
+from .engine import LossOutput, TrainConfig, fit, lr_factor, seed_everything, to_device, use_amp
+from .history import History
 from .optim import (
     NO_DECAY_SUFFIXES,
     decays,

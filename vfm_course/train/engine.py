@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..core.profile import pick_device
 from ..core.validate import check_choice, check_positive_int
 from . import distributed as dist
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
+from .history import History
 from .optim import param_groups
 
 # What every loss_fn(model, batch) returns: the scalar loss to minimise and a dict of floats to
@@ -72,44 +73,6 @@ class TrainConfig:
         check_choice(self.amp, "amp", ("auto", "bf16", "off"))
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-
-
-@dataclass
-class History:
-    """What happened during training: per-step logs, evaluations, and wall time."""
-
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    logs: dict[str, list[float]] = field(default_factory=dict)
-    eval_steps: list[int] = field(default_factory=list)
-    evals: dict[str, list[float]] = field(default_factory=dict)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    def record(self, step: int, loss: float, lr: float, extra: Mapping[str, float]) -> None:
-        self.steps.append(step)
-        self.loss.append(loss)
-        self.lr.append(lr)
-        for k, v in extra.items():
-            self.logs.setdefault(k, []).append(float(v))
-
-    def record_eval(self, step: int, metrics: Mapping[str, float]) -> None:
-        self.eval_steps.append(step)
-        for k, v in metrics.items():
-            self.evals.setdefault(k, []).append(float(v))
-
-    @property
-    def final(self) -> dict[str, float]:
-        """The last evaluation's metrics (empty if none ran)."""
-        return {k: v[-1] for k, v in self.evals.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> History:
-        return cls(**d)
 
 
 def seed_everything(seed: int) -> None:

@@ -7,12 +7,8 @@ from collections.abc import Callable
 import torch
 
 from ...eval.profiling import peak_memory
-from ...layers.attention import (
-    chunked_attention,
-    merge_heads,
-    scaled_dot_product_attention,
-    split_heads,
-)
+from ...layers.attention import chunked_attention, scaled_dot_product_attention
+from ...layers.multihead import merge_heads, split_heads
 from .checking import call_learner, diagnose, expect_tensor, fail, passed, randn
 from .exercise import Exercise, HiddenCase
 from .hidden_inputs import (

@@ -9,8 +9,8 @@ answer cells from the submission (by cell id):
    checkers and any other cell the learner changed are simply not used);
 3. hidden check cells, one per :class:`~vfm_course.course.exercises.HiddenCase`: each draws
    inputs from a seeded generator, calls the learner's function and prints a rounded
-   fingerprint of the result, and is marked ``# NBVAL_CHECK_OUTPUT``. The expected text is the reference
-   implementation's fingerprint.
+   fingerprint of the result, and is marked ``# NBVAL_CHECK_OUTPUT``. The expected text is the
+   reference implementation's fingerprint.
 
 nbval then runs each notebook in a fresh kernel and compares the printed text with the stored
 one *in the pytest process*, so nothing the learner's code does inside its kernel (patching
@@ -30,17 +30,15 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -50,6 +48,8 @@ from tqdm.auto import tqdm
 from ..exercises.exercise import Exercise
 from ..exercises.registry import EXERCISES, SETUP_CELLS, exercises_of
 from .hidden import hidden_cell_source, reference_outputs
+from .nbval import RESULT_PREFIX
+from .results import ExerciseResult, SubmissionResult, summary, write_reports
 
 # The cell of each lesson that imports what the answers use (the Colab install cell comes first).
 
@@ -59,28 +59,6 @@ class GradeConfig:
     cell_timeout: int = 60  # seconds per cell (nbval interrupts the kernel)
     total_timeout: int = 600  # seconds per submission, all its exercises together
     jobs: int = 2  # submissions graded at once
-
-
-@dataclass
-class ExerciseResult:
-    points: int
-    out_of: int
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def score(self) -> float:
-        return self.points / self.out_of
-
-
-@dataclass
-class SubmissionResult:
-    student: str
-    exercises: dict[str, ExerciseResult]
-    seconds: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return sum(r.score for r in self.exercises.values())
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -124,76 +102,6 @@ def expected_outputs(ex: Exercise) -> list[list[dict]]:
 
 
 # ----------------------------------------------------------------------------- running nbval
-
-
-RESULT_PREFIX = "vfm-grade-result"
-
-
-class _GradingPlugin:
-    """pytest plugin inside the grading subprocess.
-
-    * It puts the expected outputs into the hidden cells after collection. They arrive through
-      the subprocess's stdin, never through a file the learner's kernel could read.
-    * It reports each cell's outcome as soon as it is known, as a line on the subprocess's
-      original stdout (saved before pytest starts capturing), so a run killed at the time limit
-      keeps what it finished. Each line carries a random token that also came through stdin: a
-      kernel inherits that stdout and could write to it, but cannot know the token, so a
-      submission cannot forge a result line.
-    """
-
-    def __init__(self, expected: dict[str, list[dict]], token: str) -> None:
-        self.expected = expected
-        self.prefix = f"{RESULT_PREFIX} {token} "
-        self.out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
-
-    def pytest_collection_modifyitems(self, items) -> None:
-        for item in items:
-            if item.nodeid in self.expected:
-                item.cell.outputs = [nbformat.from_dict(o) for o in self.expected[item.nodeid]]
-
-    def pytest_runtest_logreport(self, report) -> None:
-        if report.when == "call" or report.outcome != "passed":
-            text = report.longreprtext if report.outcome != "passed" else ""
-            line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
-            line["problem"] = _problem(text, report)
-            # On a line of its own: pytest's progress dots share this stream.
-            self.out.write("\n" + self.prefix + json.dumps(line) + "\n")
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_EXCEPTION_LINE = re.compile(r"^(\w+(Error|Exception|Interrupt|Exit))\b:?(.*)$")
-
-
-def _problem(text: str, report) -> str:
-    """A short, learner-readable reason for a failed hidden cell."""
-    if report.outcome == "passed":
-        return ""
-    text = _ANSI.sub("", text)
-    if "Timeout" in text or "timed out" in text:
-        return "time limit exceeded"
-    if "Kernel dead" in text or "Kernel died" in text:
-        return "the kernel crashed"
-    exceptions = [m for line in text.splitlines() if (m := _EXCEPTION_LINE.match(line.strip()))]
-    if exceptions:
-        name, detail = exceptions[-1].group(1), exceptions[-1].group(3).strip()
-        if name == "NotImplementedError":
-            return "not finished (NotImplementedError)"
-        return f"raised {name}: {detail}"[:160]
-    if "differ" in text:
-        return "wrong result"
-    return "not run" if report.outcome == "skipped" else "failed"
-
-
-def run_nbval(notebooks: list[str], cell_timeout: int) -> int:
-    """Entry point of the grading subprocess (``python -c``): nbval over ``notebooks``, with
-    the expected outputs (JSON, by pytest node id) read from stdin."""
-    import pytest
-
-    given = json.loads(sys.stdin.read())
-    args = ["-q", "-p", "no:cacheprovider", "--color=no", "--nbval-lax", "--nbval-current-env"]
-    args += [f"--nbval-cell-timeout={cell_timeout}", "--rootdir", ".", "-c", os.devnull]
-    plugin = _GradingPlugin(given["expected"], given["token"])
-    return pytest.main(args + notebooks, plugins=[plugin])
 
 
 def _kill_tree(pid: int) -> None:
@@ -265,7 +173,7 @@ def _run(
     result: SubmissionResult,
     config: GradeConfig,
 ) -> None:
-    code = "import sys; from vfm_course.course.grading.grader import run_nbval; "
+    code = "import sys; from vfm_course.course.grading.nbval import run_nbval; "
     code += "sys.exit(run_nbval(sys.argv[2:], int(sys.argv[1])))"
     cmd = [sys.executable, "-c", code, str(config.cell_timeout), *notebooks]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -315,30 +223,6 @@ def _case_label(name: str, index: int) -> str:
 # ----------------------------------------------------------------------------- reports
 
 
-def write_reports(results: list[SubmissionResult], exercises: list[Exercise], out: Path) -> None:
-    """``grades.csv`` and ``grades.md``: one row per student, one column per exercise."""
-    names = [e.name for e in exercises]
-    with (out / "grades.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["student", *names, "total", "out_of", "notes"])
-        for r in results:
-            scores = [f"{r.exercises[n].score:.2f}" for n in names]
-            w.writerow([r.student, *scores, f"{r.total:.2f}", len(names), _notes(r)])
-    lines = [
-        "| student | " + " | ".join(names) + " | total | notes |",
-        "|---" * (len(names) + 3) + "|",
-    ]
-    for r in results:
-        scores = " | ".join(f"{r.exercises[n].score:.2f}" for n in names)
-        notes = _notes(r).replace("|", "\\|")
-        lines.append(f"| {r.student} | {scores} | {r.total:.2f} / {len(names)} | {notes} |")
-    (out / "grades.md").write_text("\n".join(lines) + "\n")
-
-
-def _notes(r: SubmissionResult) -> str:
-    return "; ".join(f"{n}: {note}" for n, e in r.exercises.items() for note in e.notes)
-
-
 def grade(
     lesson: str,
     submissions: str | Path,
@@ -380,17 +264,6 @@ def grade(
     results = [f.result() for f in futures]
     write_reports(results, exercises, out)
     return results
-
-
-def summary(results: list[SubmissionResult], exercises: list[Exercise]) -> str:
-    width = max(len("student"), *(len(r.student) for r in results))
-    names = [e.name for e in exercises]
-    head = f"{'student':<{width}}  " + "  ".join(f"{n[:12]:>12}" for n in names) + "   total"
-    rows = [head]
-    for r in results:
-        cells = "  ".join(f"{r.exercises[n].score:>12.2f}" for n in names)
-        rows.append(f"{r.student:<{width}}  {cells}  {r.total:>4.2f}/{len(names)}")
-    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
