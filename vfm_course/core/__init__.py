@@ -15,6 +15,7 @@ from .validate import (
     check_positive_int,
     check_temperature,
     check_tensor,
+    is_int,
     is_number,
     resolve_config,
 )

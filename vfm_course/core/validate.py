@@ -50,7 +50,7 @@ def check_tensor(
 
 def check_positive_int(value: object, name: str) -> int:
     """Check that ``value`` is an int > 0 (bools are rejected); return it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
 
@@ -113,6 +113,11 @@ def resolve_config(cfg: object, presets: Mapping[str, Any], cls: type, what: str
 # ----------------------------------------------------------------------------- what trains
 
 
+def is_int(x: object) -> bool:
+    """An integer, and not a bool (``True`` is an ``int`` in Python but never meant as one)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -133,7 +138,7 @@ def check_labels(labels: object, n: int) -> torch.Tensor:
 
 
 def check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+    if not is_number(temperature):
         raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be > 0 and finite, got {temperature}")

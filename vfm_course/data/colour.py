@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..core.validate import check_positive_int, check_tensor
+from ..core.validate import check_positive_int, check_tensor, is_int
 
 # torchvision's (ITU-R 601-2 luma) weights for R, G, B.
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -144,7 +144,7 @@ def gaussian_blur(
     """
     x = image_batch(x)
     B, C, H, W = x.shape
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size % 2 == 0:
+    if not is_int(kernel_size) or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
     check_positive_int(kernel_size, "kernel_size")
     pad = kernel_size // 2

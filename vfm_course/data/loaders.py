@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from ..core.validate import check_positive_int, check_tensor
+from ..core.validate import check_positive_int, check_tensor, is_int
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -79,7 +79,7 @@ class BatchLoader:
         gets the same number of equal-sized batches, which DDP's lock-step needs.
         """
         check_positive_int(world_size, "world_size")
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        if not is_int(rank) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an integer from 0 to {world_size - 1}, got {rank!r}")
         if self.world_size != 1:
             if (self.rank, self.world_size) == (rank, world_size):
@@ -107,7 +107,7 @@ class BatchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffled order the next iteration uses."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        if not is_int(epoch) or epoch < 0:
             raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
         self.epoch = epoch
 

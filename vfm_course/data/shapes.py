@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.validate import check_choice, check_positive_int
+from ..core.validate import check_choice, check_positive_int, is_int, is_number
 from .raster import (
     add_clutter,
     add_noise,
@@ -126,16 +126,12 @@ class ShapesConfig:
             )
         for name, top in (("stretch", 0.5), ("colour_jitter", 0.5), ("noise_std", 0.5)):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value <= top
-            ):
+            if not is_number(value) or not 0 <= value <= top:
                 raise ValueError(f"{name} must be between 0 and {top}, got {value}")
         check_choice(self.background, "background", BACKGROUNDS)
         if not isinstance(self.rotate, bool):
             raise ValueError(f"rotate must be True or False, got {self.rotate!r}")
-        if isinstance(self.clutter, bool) or not isinstance(self.clutter, int):
+        if not is_int(self.clutter):
             raise ValueError(f"clutter must be an integer >= 0, got {self.clutter!r}")
         if self.clutter < 0:
             raise ValueError(f"clutter must be an integer >= 0, got {self.clutter}")

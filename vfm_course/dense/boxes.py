@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.validate import check_choice, check_tensor
+from ..core.validate import check_choice, check_tensor, is_number
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -154,7 +154,7 @@ def _check_scored(
         raise ValueError(f"got {len(boxes)} boxes but {len(scores)} scores: one score per box")
     if bool(torch.isnan(scores).any()):
         raise ValueError("scores contain NaN")
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)):
+    if not is_number(iou_threshold):
         raise ValueError(f"iou_threshold must be a number, got {iou_threshold!r}")
     return boxes, scores
 

@@ -28,7 +28,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from ..core.validate import check_positive_int
+from ..core.validate import check_positive_int, is_int
 
 
 def _sync() -> None:
@@ -47,7 +47,7 @@ def time_fn(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: int = 
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     check_positive_int(repeats, "repeats")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+    if not is_int(warmup) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
     for _ in range(warmup):  # first calls pay for lazy init, allocator growth, caches
         fn(*args)

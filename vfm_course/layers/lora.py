@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..core.validate import is_number
+from ..core.validate import is_int, is_number
 
 # ----------------------------------------------------------------------------- LoRA
 
@@ -42,13 +42,13 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
             raise TypeError(f"LoRA wraps an nn.Linear, got {type(base_layer).__name__}")
-        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        if not is_int(r) or r <= 0:
             raise ValueError(f"LoRA rank r must be a positive integer, got {r!r}")
         if not is_number(alpha) or not alpha > 0:
             raise ValueError(
                 f"LoRA alpha must be > 0 (the update is scaled by alpha / r), got {alpha!r}"
             )
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        if not is_number(dropout) or not 0 <= dropout < 1:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
         self.base_layer = base_layer.requires_grad_(False)
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..core.validate import check_positive_int, check_tensor
+from ..core.validate import check_positive_int, check_tensor, is_number
 
 
 class MaskedTokens(NamedTuple):
@@ -45,7 +45,7 @@ class MaskedTokens(NamedTuple):
 
 def check_mask_ratio(mask_ratio: object) -> float:
     """Check ``mask_ratio`` is a real number in [0, 1); return it as a float."""
-    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, int | float):
+    if not is_number(mask_ratio):
         raise TypeError(f"mask_ratio must be a float in [0, 1), got {mask_ratio!r}")
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..core.validate import check_positive_int
+from ..core.validate import check_positive_int, is_int
 from .cnn import SmallCNN
 from .vit import VisionTransformer
 
@@ -72,7 +72,7 @@ def train_last_blocks(model: VisionTransformer, k: int) -> VisionTransformer:
     """
     model = _check_vit(model)
     depth = len(model.blocks)
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= depth:
+    if not is_int(k) or not 0 <= k <= depth:
         raise ValueError(
             f"k (the number of last blocks to train) must be an integer from 0 to the model's "
             f"depth {depth}, got {k!r}"

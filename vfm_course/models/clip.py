@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.configs import config_from_dict
-from ..core.validate import check_positive_int, resolve_config
+from ..core.validate import check_positive_int, is_number, resolve_config
 from ..data.tokenizer import build_vocab
 from .text import TextConfig, TextTransformer
 from .vit import VisionTransformer, ViTConfig, vit_config
@@ -57,7 +57,7 @@ class CLIPConfig:
             )
         check_positive_int(self.embed_dim, "embed_dim")
         # Below 0.01 the logit scale would start above the clamp at 100 and get no gradient.
-        if not isinstance(self.init_temperature, (int, float)) or not 0.01 <= self.init_temperature:
+        if not is_number(self.init_temperature) or not 0.01 <= self.init_temperature:
             raise ValueError(f"init_temperature must be >= 0.01, got {self.init_temperature!r}")
 
     @classmethod

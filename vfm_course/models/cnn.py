@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.validate import check_images, check_positive_int
+from ..core.validate import check_images, check_positive_int, is_int
 
 
 def conv_bn_relu(in_chans: int, out_chans: int) -> nn.Sequential:
@@ -51,7 +51,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         check_positive_int(in_chans, "in_chans")
         check_positive_int(width, "width")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        if not is_int(num_classes) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         self.in_chans = in_chans
         self.num_classes = num_classes

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.validate import check_choice, check_divisible, check_heads, check_positive_int
+from ..core.validate import check_choice, check_divisible, check_heads, check_positive_int, is_int
 from ..layers.blocks import LN_EPS, Block
 from ..layers.patches import PatchEmbed
 from ..layers.pos_embed import sincos_pos_embed_2d
@@ -56,7 +56,7 @@ class ViTConfig:
     def __post_init__(self) -> None:
         for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
             check_positive_int(getattr(self, name), name)
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
+        if not is_int(self.num_classes):
             raise ValueError(f"num_classes must be an integer, got {self.num_classes!r}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = no head), got {self.num_classes}")

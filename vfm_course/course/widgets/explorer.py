@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ...core.inference import eval_mode
-from ...core.validate import check_images, check_tensor
+from ...core.validate import check_images, check_tensor, is_int
 from ...models.vit import VisionTransformer
 from ..viz import to_numpy_image
 
@@ -147,7 +147,7 @@ def explorer_images(images: object, vit: VisionTransformer, owner: str) -> torch
 
 
 def check_index(index: object, count: int) -> int:
-    if isinstance(index, bool) or not isinstance(index, int):
+    if not is_int(index):
         raise TypeError(f"index must be an integer (which image to show), got {index!r}")
     if not 0 <= index < count:
         raise ValueError(

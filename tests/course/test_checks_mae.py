@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import unfinished
 from vfm_course.course.exercises.mae import check_mae_loss, check_random_masking
 from vfm_course.layers import num_kept
 
@@ -30,10 +31,6 @@ def reference_masking(x, mask_ratio, noise, *, bug: str | None = None):
     return kept, mask, ids_restore
 
 
-def unfinished(*args):
-    raise NotImplementedError
-
-
 def test_random_masking_checker(capsys) -> None:
     assert check_random_masking(reference_masking)
     assert capsys.readouterr().out.startswith("✓")
@@ -48,12 +45,6 @@ def test_random_masking_checker(capsys) -> None:
     for bug, hint in hints.items():
         with pytest.raises(AssertionError, match=hint):
             check_random_masking(lambda x, r, n, bug=bug: reference_masking(x, r, n, bug=bug))
-    with pytest.raises(AssertionError, match="return three things"):
-        check_random_masking(lambda x, r, n: reference_masking(x, r, n)[:2])
-    with pytest.raises(AssertionError, match="not finished"):
-        check_random_masking(unfinished)
-    with pytest.raises(AssertionError, match="raised IndexError"):
-        check_random_masking(lambda x, r, n: x[:, :, 99])
 
 
 def reference_loss(pred, target, mask):
@@ -83,5 +74,28 @@ def test_mae_loss_checker(capsys) -> None:
     for hint, fn in wrong.items():
         with pytest.raises(AssertionError, match=hint):
             check_mae_loss(fn)
-    with pytest.raises(AssertionError, match="not finished"):
-        check_mae_loss(unfinished)
+
+
+# Each checker rejects a known-wrong (or unfinished) answer with the hint that names the mistake.
+WRONG_ANSWERS = [
+    pytest.param(
+        check_random_masking,
+        (lambda x, r, n: reference_masking(x, r, n)[:2],),
+        "return three things",
+        id="random_masking-0",
+    ),
+    pytest.param(check_random_masking, (unfinished,), "not finished", id="random_masking-1"),
+    pytest.param(
+        check_random_masking,
+        (lambda x, r, n: x[:, :, 99],),
+        "raised IndexError",
+        id="random_masking-2",
+    ),
+    pytest.param(check_mae_loss, (unfinished,), "not finished", id="mae_loss-3"),
+]
+
+
+@pytest.mark.parametrize("checker, answer, hint", WRONG_ANSWERS)
+def test_checker_names_the_mistake(checker, answer, hint) -> None:
+    with pytest.raises(AssertionError, match=hint):
+        checker(*answer)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import unfinished
 from vfm_course.course.exercises.detection import check_box_convert, check_box_iou, check_nms
 from vfm_course.dense import box_convert, box_iou, nms
-
-
-def unfinished(*args):
-    raise NotImplementedError
 
 
 def _corners(a, b):
@@ -37,14 +34,6 @@ def iou_union_twice(a, b):
 def test_box_iou_checker(capsys) -> None:
     assert check_box_iou(box_iou)
     assert capsys.readouterr().out.startswith("✓")
-    with pytest.raises(AssertionError, match="clamp the intersection"):
-        check_box_iou(iou_no_clamp)
-    with pytest.raises(AssertionError, match="counts the intersection twice"):
-        check_box_iou(iou_union_twice)
-    with pytest.raises(AssertionError, match=r"shape \(4,\), expected \(5, 4\)"):
-        check_box_iou(lambda a, b: box_iou(a, b).diagonal())
-    with pytest.raises(AssertionError, match="not finished"):
-        check_box_iou(unfinished)
 
 
 def nms_ascending(boxes, scores, thr):
@@ -69,18 +58,6 @@ def test_nms_checker(capsys) -> None:
     assert check_nms(nms)
     assert check_nms(lambda b, s, t: nms(b, s, t).tolist())  # a list of indices is fine too
     assert capsys.readouterr().out.startswith("✓")
-    with pytest.raises(AssertionError, match="wrong order"):
-        check_nms(lambda b, s, t: nms(b, s, t).sort().values)
-    with pytest.raises(AssertionError, match="start from the \\*highest\\* score"):
-        check_nms(nms_ascending)
-    with pytest.raises(AssertionError, match="IoU is \\*above\\* the threshold"):
-        check_nms(nms_inverted)
-    with pytest.raises(AssertionError, match="only suppressed by boxes you \\*kept\\*"):
-        check_nms(nms_suppressed_suppress)
-    with pytest.raises(AssertionError, match="kept \\*indices\\*"):
-        check_nms(lambda b, s, t: torch.zeros(len(b), dtype=torch.bool))
-    with pytest.raises(AssertionError, match="not finished"):
-        check_nms(unfinished)
 
 
 def convert_full_width(boxes, in_fmt, out_fmt):
@@ -99,11 +76,54 @@ def convert_keeps_corner(boxes, in_fmt, out_fmt):
 def test_box_convert_checker(capsys) -> None:
     assert check_box_convert(box_convert)
     assert capsys.readouterr().out.startswith("✓")
-    with pytest.raises(AssertionError, match="half the width"):
-        check_box_convert(convert_full_width)
-    with pytest.raises(AssertionError, match="ends with the width and height"):
-        check_box_convert(convert_keeps_corner)
-    with pytest.raises(AssertionError, match="converting 'xyxy' -> 'xyxy'"):
-        check_box_convert(lambda b, i, o: box_convert(b, i, o) + 1)
-    with pytest.raises(AssertionError, match="not finished"):
-        check_box_convert(unfinished)
+
+
+# Each checker rejects a known-wrong (or unfinished) answer with the hint that names the mistake.
+WRONG_ANSWERS = [
+    pytest.param(check_box_iou, (iou_no_clamp,), "clamp the intersection", id="box_iou-0"),
+    pytest.param(
+        check_box_iou, (iou_union_twice,), "counts the intersection twice", id="box_iou-1"
+    ),
+    pytest.param(
+        check_box_iou,
+        (lambda a, b: box_iou(a, b).diagonal(),),
+        r"shape \(4,\), expected \(5, 4\)",
+        id="box_iou-2",
+    ),
+    pytest.param(check_box_iou, (unfinished,), "not finished", id="box_iou-3"),
+    pytest.param(
+        check_nms, (lambda b, s, t: nms(b, s, t).sort().values,), "wrong order", id="nms-4"
+    ),
+    pytest.param(check_nms, (nms_ascending,), "start from the \\*highest\\* score", id="nms-5"),
+    pytest.param(check_nms, (nms_inverted,), "IoU is \\*above\\* the threshold", id="nms-6"),
+    pytest.param(
+        check_nms, (nms_suppressed_suppress,), "only suppressed by boxes you \\*kept\\*", id="nms-7"
+    ),
+    pytest.param(
+        check_nms,
+        (lambda b, s, t: torch.zeros(len(b), dtype=torch.bool),),
+        "kept \\*indices\\*",
+        id="nms-8",
+    ),
+    pytest.param(check_nms, (unfinished,), "not finished", id="nms-9"),
+    pytest.param(check_box_convert, (convert_full_width,), "half the width", id="box_convert-10"),
+    pytest.param(
+        check_box_convert,
+        (convert_keeps_corner,),
+        "ends with the width and height",
+        id="box_convert-11",
+    ),
+    pytest.param(
+        check_box_convert,
+        (lambda b, i, o: box_convert(b, i, o) + 1,),
+        "converting 'xyxy' -> 'xyxy'",
+        id="box_convert-12",
+    ),
+    pytest.param(check_box_convert, (unfinished,), "not finished", id="box_convert-13"),
+]
+
+
+@pytest.mark.parametrize("checker, answer, hint", WRONG_ANSWERS)
+def test_checker_names_the_mistake(checker, answer, hint) -> None:
+    with pytest.raises(AssertionError, match=hint):
+        checker(*answer)

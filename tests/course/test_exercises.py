@@ -20,7 +20,7 @@ from vfm_course.course.grading.hidden import (
 )
 from vfm_course.course.student import BEGIN
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _cells(notebook: str) -> dict[str, nbformat.NotebookNode]:

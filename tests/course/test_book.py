@@ -17,7 +17,7 @@ from matplotlib.image import imread
 
 from vfm_course.course.book import runtime_table, write_runtime_page
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LESSONS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
 MATHJAX = ROOT / "book" / ".mathjax" / "site" / "mathjax" / "tex-chtml.js"
 CHROMIUM_FLAGS = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import unfinished
 from vfm_course.course.exercises.vit import check_patchify, check_sincos_pos_embed_2d
 from vfm_course.layers import patchify, sincos_pos_embed_1d, sincos_pos_embed_2d
 
@@ -20,21 +21,9 @@ def plain_reshape_patchify(imgs, p):
     return imgs.reshape(B, (H // p) * (W // p), -1)
 
 
-def unfinished(*args):
-    raise NotImplementedError
-
-
 def test_patchify_checker(capsys):
     assert check_patchify(patchify)
     assert capsys.readouterr().out.startswith("✓")
-    with pytest.raises(AssertionError, match=r"\(C, P, P\) order"):
-        check_patchify(channel_first_patchify)
-    with pytest.raises(AssertionError, match="plain reshape"):
-        check_patchify(plain_reshape_patchify)
-    with pytest.raises(AssertionError, match="shape"):
-        check_patchify(lambda x, p: x)
-    with pytest.raises(AssertionError, match="not finished"):
-        check_patchify(unfinished)
 
 
 def swapped_sincos(D, G):
@@ -47,9 +36,33 @@ def swapped_sincos(D, G):
 def test_sincos_checker(capsys):
     assert check_sincos_pos_embed_2d(lambda D, G: sincos_pos_embed_2d(D, G))
     assert "✓" in capsys.readouterr().out
-    with pytest.raises(AssertionError, match="rows and columns are swapped"):
-        check_sincos_pos_embed_2d(swapped_sincos)
-    with pytest.raises(AssertionError, match="wrong values"):
-        check_sincos_pos_embed_2d(lambda D, G: sincos_pos_embed_2d(D, G) * 0.5)
-    with pytest.raises(AssertionError, match="not finished"):
-        check_sincos_pos_embed_2d(unfinished)
+
+
+# Each checker rejects a known-wrong (or unfinished) answer with the hint that names the mistake.
+WRONG_ANSWERS = [
+    pytest.param(check_patchify, (channel_first_patchify,), r"\(C, P, P\) order", id="patchify-0"),
+    pytest.param(check_patchify, (plain_reshape_patchify,), "plain reshape", id="patchify-1"),
+    pytest.param(check_patchify, (lambda x, p: x,), "shape", id="patchify-2"),
+    pytest.param(check_patchify, (unfinished,), "not finished", id="patchify-3"),
+    pytest.param(
+        check_sincos_pos_embed_2d,
+        (swapped_sincos,),
+        "rows and columns are swapped",
+        id="sincos_pos_embed_2d-4",
+    ),
+    pytest.param(
+        check_sincos_pos_embed_2d,
+        (lambda D, G: sincos_pos_embed_2d(D, G) * 0.5,),
+        "wrong values",
+        id="sincos_pos_embed_2d-5",
+    ),
+    pytest.param(
+        check_sincos_pos_embed_2d, (unfinished,), "not finished", id="sincos_pos_embed_2d-6"
+    ),
+]
+
+
+@pytest.mark.parametrize("checker, answer, hint", WRONG_ANSWERS)
+def test_checker_names_the_mistake(checker, answer, hint) -> None:
+    with pytest.raises(AssertionError, match=hint):
+        checker(*answer)

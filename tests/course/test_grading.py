@@ -13,7 +13,7 @@ import pytest
 from vfm_course.course.exercises.registry import EXERCISES
 from vfm_course.course.grading.grader import SETUP_CELLS, GradeConfig, grade, grading_notebook, main
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 LESSON = "01_attention_from_scratch"
 
 RIGHT_ATTENTION = """def my_attention(q, k, v, mask=None):

@@ -218,7 +218,8 @@ def test_embeddings_unit_norm_and_logits_are_scaled_cosines() -> None:
 def test_loss_reaches_both_towers_and_the_temperature() -> None:
     model = _small_clip()
     clip_loss(model(_images(4), Tokenizer().encode(CAPTIONS))).backward()
-    for name in ("logit_scale", "encoder.patch_embed.proj.weight", "encoder.blocks.0.attn.qkv.weight",
+    image = ("encoder.patch_embed.proj.weight", "encoder.blocks.0.attn.qkv.weight")
+    for name in ("logit_scale", *image,
                  "text.token_embedding.weight", "text.blocks.1.mlp.fc2.weight",
                  "image_projection.weight", "text_projection.weight"):  # fmt: skip
         grad = model.get_parameter(name).grad

@@ -18,7 +18,7 @@ from vfm_course.course.student import (
     student_notebook,
 )
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 SOLUTION = '''def f(x):
     """Double x."""
