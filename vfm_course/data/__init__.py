@@ -4,7 +4,6 @@ digits offline; torchvision datasets in the full profile), augmentations and in-
 
 from .augment import (
     AugmentConfig,
-    augment,
     hflip,
     random_flip_shift,
     random_resized_crop_boxes,
