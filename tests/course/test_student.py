@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,11 @@ def test_student_version_of_a_real_lesson_keeps_the_checks(tmp_path):
     sources = "\n".join(c.source for c in nb.cells)
     assert 'check_exercise("attention", my_attention)' in sources
     assert sources.count("raise NotImplementedError") >= 4
+
+
+def test_student_colab_badges_open_the_student_notebook():
+    for path in sorted((NOTEBOOKS / "student").glob("*.ipynb")):
+        text = "".join(c.source for c in nbformat.read(path, as_version=4).cells)
+        links = re.findall(r"colab\.research\.google\.com/github/\S*?\.ipynb", text)
+        assert links, f"{path.name} has no Colab badge"
+        assert all(link.endswith(f"/notebooks/student/{path.name}") for link in links), links

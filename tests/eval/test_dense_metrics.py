@@ -242,3 +242,18 @@ def test_map_bad_input() -> None:
         mean_average_precision(preds, bad)
     with pytest.raises(ValueError, match="keys boxes, scores, labels"):
         mean_average_precision([{"boxes": torch.zeros(0, 4)}] * 2, targets)
+
+
+def test_map_rejects_non_finite_scores() -> None:
+    # pycocotools ranks a NaN score anywhere; a silent number would hide a model's bug.
+    target = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([0])}]
+    for bad in (float("nan"), float("inf")):
+        pred = [
+            {
+                "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]),
+                "scores": torch.tensor([bad]),
+                "labels": torch.tensor([0]),
+            }
+        ]
+        with pytest.raises(ValueError, match="NaN or inf"):
+            mean_average_precision(pred, target)

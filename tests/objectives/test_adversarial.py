@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -171,6 +172,19 @@ def test_attack_bad_input(shapes_model) -> None:
         adversarial_loss_fn(0.1, steps=0)
     with pytest.raises(ValueError, match="clean_weight"):
         adversarial_loss_fn(0.1, clean_weight=2)
+    nan = x.clone()
+    nan[0, 0, 0, 0] = float("nan")  # min/max comparisons pass NaN silently: it must be caught
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fgsm(model, nan, y, 0.1)
+
+
+def test_an_epsilon_as_large_as_the_pixel_range_warns(shapes_model) -> None:
+    model, x, y = shapes_model
+    with pytest.warns(UserWarning, match=r"8/255"):
+        fgsm(model, x[:2], y[:2], 8)  # meant 8/255
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fgsm(model, x[:2], y[:2], 8 / 255)  # the usual budget: no warning
 
 
 def test_adversarial_training_in_fit() -> None:

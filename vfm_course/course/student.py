@@ -26,6 +26,7 @@ import argparse
 import copy
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -35,6 +36,9 @@ BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUDENT_DIRNAME = "student"  # inside the notebooks folder
 _CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 _META_KEY = "vfm_course"
+# A lesson's Colab badge links to .../blob/BRANCH/notebooks/NAME.ipynb; the student copy's to
+# .../blob/BRANCH/notebooks/student/NAME.ipynb.
+_COLAB_LINK = re.compile(r"(colab\.research\.google\.com/github/[^)\s]*/notebooks/)(?=\d)")
 
 
 class SolutionMarkerError(ValueError):
@@ -78,9 +82,12 @@ def _sources_digest(nb: nbformat.NotebookNode) -> str:
 
 
 def student_notebook(solution: nbformat.NotebookNode, name: str = "notebook"):
-    """The student version of one solution notebook (a new notebook; the input is unchanged)."""
+    """The student version of one solution notebook (a new notebook; the input is unchanged).
+    Its "Open in Colab" links point at the student notebook, not at the solution."""
     nb = copy.deepcopy(solution)
     for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            cell.source = _COLAB_LINK.sub(rf"\g<1>{STUDENT_DIRNAME}/", cell.source)
         if cell.cell_type != "code":
             continue
         cell.source = strip_solution(cell.source, f"{name}, cell {index} (id {cell.get('id')})")

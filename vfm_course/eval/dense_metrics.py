@@ -139,6 +139,11 @@ def _check_detections(
                     raise ValueError(f"{name}[{i}] has {n} boxes but {len(item[k])} {k}")
             if item["labels"].is_floating_point():
                 raise TypeError(f"{name}[{i}]['labels'] must be integer class ids")
+            if name == "preds" and not torch.isfinite(item["scores"]).all():
+                raise ValueError(
+                    f"preds[{i}]['scores'] holds NaN or inf: a detection's score ranks it, so "
+                    f"every score must be a finite number (check the model's outputs)"
+                )
     return list(preds), list(targets)
 
 
@@ -177,6 +182,10 @@ def mean_average_precision(
     classes that have ground truth (a class only predicted does not count) and over the IoU
     thresholds 0.5, 0.55, ..., 0.95; ``map_50`` and ``map_75`` use one threshold. With no ground
     truth at all every value is -1, as in pycocotools. Area range "all"; no crowd boxes.
+
+    The IoU thresholds are torchmetrics' float32 ``linspace(0.5, 0.95, 10)`` (so 0.55 is
+    0.550000012), not pycocotools' float64 ones: a detection whose IoU lies between the two
+    (within about 1e-8 of a threshold) can count in one and not the other.
 
     Args:
         preds: per image ``{"boxes": (D, 4) xyxy, "scores": (D,), "labels": int (D,)}``.

@@ -8,6 +8,7 @@ Images are what the course's loaders return and the course models read directly:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,12 +31,21 @@ def _check_attack(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     images = check_tensor(images, "images", ndim=4, floating=True)
+    if not torch.isfinite(images).all():
+        raise ValueError("images hold NaN or inf values: an attack needs finite pixels")
     labels = check_labels(labels, len(images))
     _check_epsilon(epsilon)
     if bounds is not None:
         lo, hi = bounds
         if not lo < hi:
             raise ValueError(f"bounds must be (low, high) with low < high, got {bounds!r}")
+        if epsilon >= hi - lo:
+            warnings.warn(
+                f"epsilon {epsilon:g} is at least the whole pixel range {bounds}: every pixel may "
+                f"be set to anything, so this is not a small perturbation (images in [0, 1] "
+                f"usually take epsilon = 8/255, about 0.031)",
+                stacklevel=3,
+            )
         if images.numel() and (images.min() < lo - 1e-6 or images.max() > hi + 1e-6):
             raise ValueError(
                 f"images range over [{images.min().item():.3g}, {images.max().item():.3g}], "
