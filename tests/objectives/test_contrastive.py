@@ -17,7 +17,6 @@ from vfm_course.data import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
-    augment,
     gaussian_blur,
     hflip,
     random_resized_crop_boxes,
@@ -25,6 +24,7 @@ from vfm_course.data import (
     rgb_to_grayscale,
     two_views,
 )
+from vfm_course.data.augment import augment
 from vfm_course.models import (
     SIMCLR_PRESETS,
     ProjectionHead,
