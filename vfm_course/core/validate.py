@@ -110,7 +110,7 @@ def resolve_config(cfg: object, presets: Mapping[str, Any], cls: type, what: str
     return cfg
 
 
-# ----------------------------------------------------------------------------- what trains
+# ----------------------------------------------------------------------------- numbers
 
 
 def is_int(x: object) -> bool:
