@@ -22,7 +22,16 @@ from .distributed import (
     teardown,
     world_size,
 )
-from .engine import LossOutput, TrainConfig, fit, lr_factor, seed_everything, to_device, use_amp
+from .engine import (
+    PROGRESS_INTERVAL_S,
+    LossOutput,
+    TrainConfig,
+    fit,
+    lr_factor,
+    seed_everything,
+    to_device,
+    use_amp,
+)
 from .history import History
 from .optim import (
     NO_DECAY_SUFFIXES,

@@ -39,6 +39,7 @@ from .optim import param_groups
 # What every loss_fn(model, batch) returns: the scalar loss to minimise and a dict of floats to
 # record beside it (``{}`` for none). One shape for every objective, so fit never guesses.
 LossOutput = tuple[torch.Tensor, Mapping[str, float]]
+PROGRESS_INTERVAL_S = 1.0  # the progress bar's shortest time between redraws
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,17 @@ def fit(
         history.record_eval(step, payload["metrics"])
 
     show = cfg.progress and dist.is_main()
-    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.desc, disable=not show, leave=True)
+    # One redraw a second at most: in a notebook every redraw is a widget message on the kernel's
+    # output channel, and a loaded machine running many short fits (lesson 05 runs ten in one
+    # cell) fell behind by more than nbval's 60 s output wait at tqdm's default 10 per second.
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc=cfg.desc,
+        disable=not show,
+        leave=True,
+        mininterval=PROGRESS_INTERVAL_S,
+    )
     t0, step = time.perf_counter(), start
     model.train()
     try:
