@@ -209,6 +209,19 @@ def test_decoder_pos_embed_is_the_sincos_table() -> None:
         assert torch.equal(model.decoder_pos_embed[0], table)
 
 
+def test_decoder_linears_get_maes_xavier_init() -> None:
+    torch.manual_seed(0)
+    model = MaskedAutoencoder("mae_course_tiny")
+    decoder = [model.decoder_embed, model.decoder_blocks, model.decoder_pred]
+    linears = [m for part in decoder for m in part.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 + 4 * model.cfg.decoder_depth
+    for m in linears:
+        fan_out, fan_in = m.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert m.weight.abs().max() <= bound and (m.bias == 0).all()
+        assert abs(m.weight.std().item() / (bound / 3**0.5) - 1) < 0.15
+
+
 def test_config_round_trips_through_dict_and_json() -> None:
     for cfg in [MAE_PRESETS["mae_course_tiny"], small_cfg(False, "sincos", False, 2, 8, 0.5)]:
         d = dataclasses.asdict(cfg)

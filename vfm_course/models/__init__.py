@@ -12,7 +12,7 @@ from .classifier import (
     train_last_blocks,
 )
 from .clip import CLIP, CLIP_PRESETS, MAX_LOGIT_SCALE, CLIPConfig
-from .cnn import SmallCNN, conv_bn_relu
+from .cnn import CNN_PRESETS, CNNConfig, SmallCNN, conv_bn_relu
 from .dense_features import DenseEncoder, resize_vit, tokens_to_feature_map
 from .mae import MAE_PRESETS, NORM_PIX_EPS, MAEConfig, MaskedAutoencoder, masked_patch_loss
 from .registry import (

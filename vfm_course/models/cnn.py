@@ -18,6 +18,8 @@ CNN's head start cannot be blamed on size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -31,6 +33,19 @@ def conv_bn_relu(in_chans: int, out_chans: int) -> nn.Sequential:
         nn.BatchNorm2d(out_chans),
         nn.ReLU(inplace=True),
     )
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """A :class:`SmallCNN`'s arguments, stored in its checkpoints so the registry rebuilds it."""
+
+    in_chans: int = 3
+    num_classes: int = 6
+    width: int = 32
+
+
+# The CNN arm of lesson 02's comparisons (the ViT presets live in ``vit.PRESETS``).
+CNN_PRESETS: dict[str, CNNConfig] = {"cnn_course_tiny": CNNConfig()}
 
 
 class SmallCNN(nn.Module):
@@ -53,6 +68,7 @@ class SmallCNN(nn.Module):
         check_positive_int(width, "width")
         if not is_int(num_classes) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        self.cfg = CNNConfig(in_chans, num_classes, width)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.num_features = 4 * width

@@ -29,7 +29,7 @@ from torch import nn
 from ..core.configs import config_from_dict
 from ..core.inference import eval_mode
 from ..core.validate import check_heads, check_positive_int, check_tensor, resolve_config
-from ..layers.blocks import LN_EPS, Block
+from ..layers.blocks import LN_EPS, Block, init_linear
 from ..layers.masking import check_mask_ratio, num_kept, random_masking, unshuffle
 from ..layers.patches import patchify, unpatchify
 from ..layers.pos_embed import sincos_pos_embed_2d
@@ -157,15 +157,13 @@ class MaskedAutoencoder(nn.Module):
 
     @torch.no_grad()
     def _init_decoder(self) -> None:
-        """The encoder keeps the ViT's own init; the decoder gets the same (timm) convention:
-        trunc-normal(0.02) Linear weights, zero biases; the mask token normal(0.02) as MAE."""
+        """The encoder keeps the ViT's own init; the decoder gets the same convention as MAE's
+        code: xavier-uniform Linear weights, zero biases; the mask token normal(0.02)."""
         nn.init.normal_(self.mask_token, std=0.02)
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_pred):
             for m in module.modules():
                 if isinstance(m, nn.Linear):
-                    nn.init.trunc_normal_(m.weight, std=0.02)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
+                    init_linear(m)
 
     # ------------------------------------------------------------------------------- encoder
 

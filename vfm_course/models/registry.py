@@ -17,6 +17,7 @@ from ..core.files import CheckpointError, data_dir, verify_sha256
 from ..train.checkpoint import load_weights, read_checkpoint
 from .classifier import backbone
 from .clip import CLIP, CLIPConfig
+from .cnn import SmallCNN
 from .mae import MAEConfig, MaskedAutoencoder
 from .simclr import SimCLR, SimCLRConfig
 from .vit import VisionTransformer, ViTConfig
@@ -52,6 +53,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     if kind == "ViTConfig":
         fields = {k: v for k, v in config.items() if k != "__type__"}
         return VisionTransformer(ViTConfig(**fields))
+    if kind == "CNNConfig":
+        return SmallCNN(**{k: v for k, v in config.items() if k != "__type__"})
     if kind == "MAEConfig":
         return MaskedAutoencoder(MAEConfig.from_dict(config))
     if kind == "SimCLRConfig":

@@ -7,6 +7,8 @@ from __future__ import annotations
 from ..data.shapes import PRETRAIN_WORLD
 from .settings import ClassifierRecipe, PretrainRecipe
 
+DATA_SIZES = (1_000, 4_000, 20_000)  # lesson 02's training-set sizes
+
 RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     # Real handwriting, 8x8: the course ViT learns it in about half a minute on one core.
     "vit_digits": ClassifierRecipe(
@@ -16,6 +18,15 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     "vit_shapes": ClassifierRecipe(
         preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=PRETRAIN_WORLD
     ),
+    # Lesson 02's data-size comparison: the same ViT and SmallCNN, the same 1,000 steps, on 1k,
+    # 4k and 20k images of the course world (train and test accuracy are measured in the lesson).
+    **{
+        f"{arch}_shapes_{n // 1000}k": ClassifierRecipe(
+            preset=preset, dataset="shapes", steps=1000, n_train=n, world=PRETRAIN_WORLD
+        )
+        for arch, preset in (("vit", "vit_course_tiny"), ("cnn", "cnn_course_tiny"))
+        for n in DATA_SIZES
+    },
     # The three pretrained tiny encoders of lessons 03-06 (same ViT backbone, three objectives).
     "mae_shapes": PretrainRecipe("mae", "mae_course_tiny", steps=2000, warmup_steps=200),
     # The same MAE with raw-pixel targets (lesson 04 compares the two as initialisations).

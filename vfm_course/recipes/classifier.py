@@ -27,10 +27,19 @@ from torch import nn
 from ..data.augment import random_flip_shift
 from ..data.loaders import BatchLoader
 from ..eval.classification import evaluate_classifier
+from ..models.cnn import CNN_PRESETS, SmallCNN
 from ..models.vit import VisionTransformer, vit_config
 from ..objectives.supervised import classification_loss
 from ..train.engine import fit
 from .settings import ClassifierRecipe, data_device, engine_config, load_dataset
+
+
+def build_classifier(preset: str) -> nn.Module:
+    """A fresh classifier for a recipe's ``preset``: a SmallCNN preset or a ViT preset."""
+    if preset in CNN_PRESETS:
+        cfg = CNN_PRESETS[preset]
+        return SmallCNN(cfg.in_chans, cfg.num_classes, cfg.width)
+    return VisionTransformer(vit_config(preset))
 
 
 def train_classifier(
@@ -40,14 +49,14 @@ def train_classifier(
     download: bool = False,
     checkpoint_path: str | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Train the recipe's ViT; return the model (on CPU) and its measured results.
+    """Train the recipe's ViT or CNN; return the model (on CPU) and its measured results.
     ``download`` lets the full profile fetch its dataset; ``checkpoint_path`` makes the run
     resumable (see :func:`engine_config`)."""
     device = data_device(recipe.dataset)
     x_train, y_train = (t.to(device) for t in load_dataset(recipe, "train", download))
     x_test, y_test = (t.to(device) for t in load_dataset(recipe, "test", download))
     torch.manual_seed(recipe.seed)
-    model = VisionTransformer(vit_config(recipe.preset))
+    model = build_classifier(recipe.preset)
     loader = BatchLoader(x_train, y_train, recipe.batch_size, shuffle=True, seed=recipe.seed)
     history = fit(
         model,

@@ -20,7 +20,8 @@ from ..train.engine import TrainConfig
 
 @dataclass(frozen=True)
 class ClassifierRecipe:
-    """Supervised training of a ViT preset on one of the offline datasets."""
+    """Supervised training of a ViT preset (or the SmallCNN's, ``cnn_course_tiny``) on one of
+    the offline datasets."""
 
     preset: str
     dataset: str  # "shapes" (procedural, 32x32 RGB), "digits" (scikit-learn, 8x8 gray); full
