@@ -12,6 +12,7 @@ import torch  # noqa: E402
 
 from vfm_course.course.viz import (
     plot_confusion,
+    plot_data_size,
     plot_history,
     show_attention,
     show_images,
@@ -53,10 +54,20 @@ def test_history_and_confusion_plots():
     h = History()
     for s in range(1, 5):
         h.record(s, 1.0 / s, 1e-3, {})
-    h.record_eval(4, {"acc": 0.5})
+    h.record_eval(4, {"acc": 0.5, "train_acc": 0.9})
     h.seconds = 2.0
     assert len(plot_history({"a": h}, x="seconds").axes) == 2
+    fig = plot_history({"a": h}, train_metric="train_acc", chance=0.25)
+    acc_lines = [tuple(line.get_ydata()) for line in fig.axes[1].lines]
+    assert (0.5,) in acc_lines and (0.9,) in acc_lines and (0.25, 0.25) in acc_lines
     assert len(plot_history({"a": h}, metric=None).axes) == 1
     with pytest.raises(ValueError, match="x must be"):
         plot_history({"a": h}, x="epoch")
     assert plot_confusion(torch.eye(3, dtype=torch.long) * 5, ["a", "b", "c"]).axes
+
+
+def test_data_size_plot_draws_train_and_test_per_arm():
+    fig = plot_data_size({"ViT": {100: (1.0, 0.4), 1000: (0.9, 0.8)}}, chance=1 / 6)
+    ys = [tuple(line.get_ydata()) for line in fig.axes[0].lines]
+    assert ys[:2] == [(0.4, 0.8), (1.0, 0.9)]  # test solid, then train dashed
+    assert fig.axes[0].get_xscale() == "log"

@@ -14,7 +14,7 @@ from torch import nn
 
 from tests.helpers import K, images, labels
 from vfm_course.core import eval_mode
-from vfm_course.data import PRETRAIN_WORLD, BatchLoader, load_shapes
+from vfm_course.data import COURSE_WORLD, BatchLoader, load_shapes
 from vfm_course.models import (
     SmallCNN,
 )
@@ -31,8 +31,8 @@ from vfm_course.train import TrainConfig, fit
 def shapes_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small CNN trained for about two seconds on the pretraining shapes world (test
     accuracy 1.0 when measured; it has BatchNorm, so eval mode matters)."""
-    x, y = load_shapes("train", 1500, PRETRAIN_WORLD, cache_dir=None)
-    x_test, y_test = load_shapes("test", 300, PRETRAIN_WORLD, cache_dir=None)
+    x, y = load_shapes("train", 1500, COURSE_WORLD, cache_dir=None)
+    x_test, y_test = load_shapes("test", 300, COURSE_WORLD, cache_dir=None)
     torch.manual_seed(0)
     model = SmallCNN(width=8)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -143,12 +143,18 @@ def show_attention(
 
 
 def plot_history(
-    histories: Mapping[str, History], metric: str | None = "acc", x: str = "step"
+    histories: Mapping[str, History],
+    metric: str | None = "acc",
+    x: str = "step",
+    train_metric: str | None = None,
+    chance: float | None = None,
 ) -> Figure:
     """Training loss and (if recorded) an eval metric for several runs side by side.
 
     ``x="step"`` plots against optimizer steps; ``x="seconds"`` against wall time, which is
-    the fair axis when models of different cost are compared.
+    the fair axis when models of different cost are compared. ``train_metric`` (an eval key
+    measured on training images) is drawn dashed in the run's colour beside ``metric``, so a
+    generalisation gap is visible; ``chance`` draws the chance level as a grey line.
     """
     if x not in ("step", "seconds"):
         raise ValueError(f"x must be 'step' or 'seconds', got {x!r}")
@@ -157,16 +163,52 @@ def plot_history(
     axes = np.atleast_1d(axes)
     for name, h in histories.items():
         scale = h.seconds / max(1, h.steps[-1]) if (x == "seconds" and h.steps) else 1.0
-        axes[0].plot(np.array(h.steps) * scale, h.loss, label=name, lw=1.2)
+        (line,) = axes[0].plot(np.array(h.steps) * scale, h.loss, label=name, lw=1.2)
         if has_metric and metric in h.evals:
-            axes[1].plot(np.array(h.eval_steps) * scale, h.evals[metric], "o-", label=name, ms=3)
+            steps = np.array(h.eval_steps) * scale
+            axes[1].plot(steps, h.evals[metric], "o-", color=line.get_color(), label=name, ms=3)
+            if train_metric in h.evals:
+                axes[1].plot(steps, h.evals[train_metric], "--", color=line.get_color(), lw=1)
     xlabel = "optimizer step" if x == "step" else "seconds of training"
     axes[0].set(xlabel=xlabel, ylabel="training loss", yscale="log")
     if has_metric:
-        axes[1].set(xlabel=xlabel, ylabel=f"eval {metric}")
+        label = f"eval {metric}" + (f" (dashed: {train_metric})" if train_metric else "")
+        axes[1].set(xlabel=xlabel, ylabel=label)
+        if chance is not None:
+            axes[1].axhline(chance, color="grey", ls=":", lw=1, label="chance")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_data_size(
+    results: Mapping[str, Mapping[int, tuple[float, float]]], chance: float | None = None
+) -> Figure:
+    """Accuracy against training-set size: ``results[arm][n] = (train_acc, test_acc)``.
+
+    Test accuracy is solid, train accuracy dashed in the same colour: the distance between them
+    is the generalisation gap, and where both are high the arm has fitted *and* generalised.
+    """
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for arm, by_n in results.items():
+        ns = sorted(by_n)
+        (line,) = ax.plot(ns, [by_n[n][1] for n in ns], "o-", label=f"{arm} test", ms=4)
+        ax.plot(
+            ns,
+            [by_n[n][0] for n in ns],
+            "s--",
+            color=line.get_color(),
+            ms=3,
+            lw=1,
+            label=f"{arm} train",
+        )
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    ax.set(xscale="log", xlabel="training images", ylabel="accuracy", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -30,7 +30,7 @@ from ..core.profile import Profile
 from ..core.validate import check_choice, check_positive_int
 from .loaders import images_to_tensor
 from .real import DatasetFileError, load_torchvision
-from .shapes import ShapesConfig, generate_shapes
+from .shapes import COURSE_WORLD, ShapesConfig, generate_shapes
 
 AUTO = "auto"  # a folder argument's default: the one under data_dir(), found at call time
 SPLIT_SEEDS = {"train": 10_007, "test": 20_011}  # fixed and far from the seeds people type
@@ -163,7 +163,7 @@ def get_classification_data(
     download: bool = False,
     cache_dir: str | os.PathLike | None = AUTO,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The profile's image classification data: shapes (tiny) or CIFAR-10 (full).
+    """The profile's image classification data: the course world (tiny) or CIFAR-10 (full).
 
     Returns ``profile.n_train`` or ``profile.n_test`` images float32 (n, 3, S, S) in [0, 1]
     with S = ``profile.image_size``, and labels int64 (n,). ``root`` and ``download`` are
@@ -174,7 +174,7 @@ def get_classification_data(
     check_choice(split, "split", ("train", "test"))
     n = profile.n_train if split == "train" else profile.n_test
     if profile.dataset == "shapes":
-        config = ShapesConfig(image_size=profile.image_size)
+        config = dataclasses.replace(COURSE_WORLD, image_size=profile.image_size)
         return load_shapes(split, n, config, cache_dir=cache_dir)
     check_choice(profile.dataset, "profile.dataset", ("shapes", "cifar10"))
     root = files.download_dir() if root == AUTO else root

@@ -159,12 +159,12 @@ class ShapesData:
 # --- words --------------------------------------------------------------------------------------
 
 
-# The pretraining world of lessons 03-06: larger, upright shapes on plain grey backgrounds,
-# without clutter strokes or pixel noise (the README's results section says how it was chosen).
-# No clutter or noise because self-supervised objectives learn whatever solves their own task:
-# two views of a cluttered image share its strokes and background pattern, which identify the
-# image without saying anything about its shape.
-PRETRAIN_WORLD = ShapesConfig(
+# The course world of lessons 02-06: larger, upright shapes on plain grey backgrounds, without
+# clutter strokes or pixel noise. The README's "How the course world was chosen" says how each
+# choice was measured. No clutter or noise also because self-supervised objectives learn
+# whatever solves their own task: two views of a cluttered image share its strokes and
+# background pattern, which identify the image without saying anything about its shape.
+COURSE_WORLD = ShapesConfig(
     size_range=(0.22, 0.3), rotate=False, background="plain", noise_std=0.0, clutter=0
 )
 

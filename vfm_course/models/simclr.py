@@ -84,13 +84,14 @@ class SimCLRConfig:
 
 
 SIMCLR_PRESETS: dict[str, SimCLRConfig] = {
+    # Full hue rotation for both encoders: colour is drawn independently of the shape, and
+    # without hue jitter the two views of an image share their hue, so matching colours could
+    # find the partner without any shape (lesson 03 measures both settings).
     "simclr_course_tiny": SimCLRConfig(
         encoder=vit_config("vit_course_tiny", num_classes=0),
-        augment=AugmentConfig(crop_scale=(0.5, 1.0)),
+        augment=AugmentConfig(crop_scale=(0.5, 1.0), hue=0.5),
     ),
-    # A SmallCNN encoder with full hue rotation: colour is drawn independently of the shape,
-    # and without hue jitter the two views of an image share their hue, so matching colours
-    # could find the partner without any shape.
+    # The same objective with a SmallCNN encoder (lesson 03's comparison).
     "simclr_cnn_tiny": SimCLRConfig(
         encoder=vit_config("vit_course_tiny", num_classes=0),
         arch="cnn",

@@ -4,7 +4,7 @@ and the full profile's GPU recipes on real photos (:data:`FULL_RECIPES`).
 
 from __future__ import annotations
 
-from ..data.shapes import PRETRAIN_WORLD
+from ..data.shapes import COURSE_WORLD
 from .settings import ClassifierRecipe, PretrainRecipe
 
 DATA_SIZES = (1_000, 4_000, 20_000)  # lesson 02's training-set sizes
@@ -16,13 +16,13 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     ),
     # Supervised reference for the self-supervised lessons, on the same world they pretrain on.
     "vit_shapes": ClassifierRecipe(
-        preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=PRETRAIN_WORLD
+        preset="vit_course_tiny", dataset="shapes", steps=2000, n_train=20_000, world=COURSE_WORLD
     ),
     # Lesson 02's data-size comparison: the same ViT and SmallCNN, the same 1,000 steps, on 1k,
     # 4k and 20k images of the course world (train and test accuracy are measured in the lesson).
     **{
         f"{arch}_shapes_{n // 1000}k": ClassifierRecipe(
-            preset=preset, dataset="shapes", steps=1000, n_train=n, world=PRETRAIN_WORLD
+            preset=preset, dataset="shapes", steps=1000, n_train=n, world=COURSE_WORLD
         )
         for arch, preset in (("vit", "vit_course_tiny"), ("cnn", "cnn_course_tiny"))
         for n in DATA_SIZES

@@ -12,7 +12,7 @@ from ..core.files import download_dir
 from ..core.profile import pick_device
 from ..data.datasets import load_digits, load_shapes
 from ..data.real import load_torchvision
-from ..data.shapes import PRETRAIN_WORLD, ShapesConfig
+from ..data.shapes import COURSE_WORLD, ShapesConfig
 from ..models.vit import vit_config
 from ..train import distributed as dist
 from ..train.engine import TrainConfig
@@ -58,7 +58,7 @@ class PretrainRecipe:
     n_train: int = 20_000
     n_test: int = 2_000
     seed: int = 0
-    world: ShapesConfig = PRETRAIN_WORLD
+    world: ShapesConfig = COURSE_WORLD
     dataset: str = "shapes"  # full profile: "cifar10" or "stl10" (no captions: not for CLIP)
 
 
