@@ -269,3 +269,13 @@ def test_init_makes_attention_differ_between_tokens() -> None:
             if isinstance(m, torch.nn.Linear):
                 torch.nn.init.trunc_normal_(m.weight, std=0.02)
     assert peak(timm_like) < 1.1 < 1.2 < peak(xavier)
+
+
+def test_timm_weight_init_is_kept_as_an_option() -> None:
+    torch.manual_seed(0)
+    model = VisionTransformer(vit_config("vit_course_tiny", weight_init="timm"))
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            assert abs(m.weight.std().item() - 0.02) < 0.003
+    with pytest.raises(ValueError, match="weight_init"):
+        vit_config("vit_course_tiny", weight_init="jax")

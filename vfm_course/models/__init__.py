@@ -30,6 +30,7 @@ from .vit import (
     GLOBAL_POOLS,
     POS_EMBEDS,
     PRESETS,
+    WEIGHT_INITS,
     VisionTransformer,
     ViTConfig,
     vit_config,

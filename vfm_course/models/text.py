@@ -21,7 +21,7 @@ from torch import nn
 from ..core.validate import check_heads, check_positive_int, check_tensor
 from ..data.tokenizer import EOT_ID, SPECIAL_TOKENS
 from ..layers.attention import causal_mask
-from ..layers.blocks import LN_EPS, Block, init_linear
+from ..layers.blocks import LN_EPS, Block
 
 # --- the text tower ----------------------------------------------------------------------------
 
@@ -73,12 +73,13 @@ class TextTransformer(nn.Module):
         # up the whole caption and never the padding after it. A buffer follows .to(device);
         # not saved in the state dict, since it is not learned.
         self.register_buffer("attn_mask", causal_mask(cfg.context_length), persistent=False)
-        # CLIP's init: small embeddings; linear layers as in the image tower (xavier-uniform).
+        # CLIP's init: small embeddings; linear layers trunc-normal(0.02) as in timm.
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         for m in self.blocks.modules():
             if isinstance(m, nn.Linear):
-                init_linear(m)
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, width) features at each row's first <eot>."""

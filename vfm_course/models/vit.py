@@ -25,6 +25,7 @@ from ..layers.pos_embed import sincos_pos_embed_2d
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learned", "sincos")
 ATTN_IMPLS = ("sdpa", "explicit", "chunked")
+WEIGHT_INITS = ("mae", "timm")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class ViTConfig:
     (``fc_norm``) and leaves ``norm`` as an identity. ``pos_embed="sincos"`` fills the
     ``pos_embed`` parameter with fixed 2-D sin-cos values (MAE, He et al. 2022) and freezes it.
     ``num_classes=0`` gives a backbone without a head (``forward`` returns pooled features).
+    ``weight_init`` is how Linear weights start: ``"mae"`` (xavier-uniform, the default) or
+    ``"timm"`` (trunc-normal 0.02, timm's default), see :meth:`VisionTransformer.init_weights`.
     """
 
     img_size: int
@@ -52,6 +55,7 @@ class ViTConfig:
     global_pool: str = "token"
     pos_embed: str = "learned"
     attn_impl: str = "sdpa"
+    weight_init: str = "mae"
 
     def __post_init__(self) -> None:
         for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
@@ -67,6 +71,7 @@ class ViTConfig:
         check_choice(self.global_pool, "global_pool", GLOBAL_POOLS)
         check_choice(self.pos_embed, "pos_embed", POS_EMBEDS)
         check_choice(self.attn_impl, "attn_impl", ATTN_IMPLS)
+        check_choice(self.weight_init, "weight_init", WEIGHT_INITS)
         if self.global_pool == "token" and not self.class_token:
             raise ValueError(
                 "global_pool='token' classifies from the class token, but class_token=False; "
@@ -192,7 +197,8 @@ class VisionTransformer(nn.Module):
         Why not timm's trunc-normal(0.02) Linear weights: at the course's width (D = 96) that is
         about a quarter of xavier's scale, every attention row starts almost exactly uniform,
         and the tiny ViT sat at chance on the course world for hundreds of steps. The README's
-        "How the course world was chosen" table has the measurements."""
+        "How the course world was chosen" table has the measurements. ``weight_init="timm"``
+        keeps timm's init (the mini-CLIP's image tower: see ``CLIP_PRESETS``)."""
         if self.cfg.pos_embed == "sincos":
             table = sincos_pos_embed_2d(self.embed_dim, self.cfg.grid_size, self.has_class_token)
             self.pos_embed.copy_(table[None])  # (1, L, D)
@@ -201,7 +207,11 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and self.cfg.weight_init == "timm":
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
                 init_linear(m)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
