@@ -22,13 +22,17 @@ LN_EPS = 1e-6
 
 
 @torch.no_grad()
-def init_linear(m: nn.Linear) -> None:
-    """MAE's (and the JAX ViT's) Linear init: ``xavier_uniform_`` weight, zero bias.
+def init_linear(m: nn.Linear, scheme: str = "mae") -> None:
+    """A Linear layer's init, zero bias and: ``"mae"`` MAE's (and the JAX ViT's)
+    ``xavier_uniform_`` weight, or ``"timm"`` timm's trunc-normal(0.02) weight.
 
     Xavier scales each weight to its fan-in and fan-out, std = sqrt(2 / (in + out)): 0.072 for
     a (96 -> 288) qkv projection, against timm's fixed 0.02, so attention logits start large
     enough to differ between tokens."""
-    nn.init.xavier_uniform_(m.weight)
+    if scheme == "timm":
+        nn.init.trunc_normal_(m.weight, std=0.02)
+    else:
+        nn.init.xavier_uniform_(m.weight)
     if m.bias is not None:
         nn.init.zeros_(m.bias)
 

@@ -21,7 +21,7 @@ from torch import nn
 from ..core.validate import check_heads, check_positive_int, check_tensor
 from ..data.tokenizer import EOT_ID, SPECIAL_TOKENS
 from ..layers.attention import causal_mask
-from ..layers.blocks import LN_EPS, Block
+from ..layers.blocks import LN_EPS, Block, init_linear
 
 # --- the text tower ----------------------------------------------------------------------------
 
@@ -78,8 +78,7 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.positional_embedding, std=0.01)
         for m in self.blocks.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                init_linear(m, "timm")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, width) features at each row's first <eot>."""

@@ -207,12 +207,8 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
-            if isinstance(m, nn.Linear) and self.cfg.weight_init == "timm":
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                init_linear(m)
+            if isinstance(m, nn.Linear):
+                init_linear(m, self.cfg.weight_init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, L, D) tokens after the last block and ``norm``."""
