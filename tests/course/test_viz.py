@@ -14,6 +14,7 @@ from vfm_course.course.viz import (
     plot_confusion,
     plot_data_size,
     plot_history,
+    plot_label_efficiency,
     show_attention,
     show_images,
     show_patch_grid,
@@ -64,6 +65,20 @@ def test_history_and_confusion_plots():
     with pytest.raises(ValueError, match="x must be"):
         plot_history({"a": h}, x="epoch")
     assert plot_confusion(torch.eye(3, dtype=torch.long) * 5, ["a", "b", "c"]).axes
+
+
+def test_label_efficiency_plot_draws_one_line_per_encoder_with_error_bars():
+    table = {
+        "MAE": {0.01: (0.3, 0.02), 0.1: (0.5, 0.01), 1.0: (0.6, 0.0)},
+        "random": {0.01: (0.2, 0.03), 1.0: (0.25, 0.0)},
+    }
+    fig = plot_label_efficiency(table, chance=1 / 6)
+    ax = fig.axes[0]
+    ys = [tuple(line.get_ydata()) for line in ax.lines]
+    assert (0.3, 0.5, 0.6) in ys and (0.2, 0.25) in ys and (1 / 6, 1 / 6) in ys
+    assert tuple(ax.lines[0].get_xdata()) == (1.0, 10.0, 100.0)  # percent, log axis
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance", "MAE", "random"]
 
 
 def test_data_size_plot_draws_train_and_test_per_arm():

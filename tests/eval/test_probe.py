@@ -9,7 +9,15 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from vfm_course.eval import extract_features, knn_accuracy, knn_predict, linear_probe, probe
+from vfm_course.eval import (
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    label_efficiency,
+    labelled_subset,
+    linear_probe,
+    probe,
+)
 
 
 def _random_set(n: int, D: int, K: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,3 +153,44 @@ def test_probe_errors() -> None:
         linear_probe(x, y, x[:, :3], y)
     with pytest.raises(ValueError, match="num_classes=0"):
         extract_features(nn.Identity(), torch.rand(2, 3, 4, 4))
+
+
+# ----------------------------------------------------------------------------- label efficiency
+
+
+def test_labelled_subset_is_class_balanced_seeded_and_sorted() -> None:
+    y = torch.arange(6).repeat_interleave(torch.tensor([100, 200, 300, 100, 100, 200]))
+    idx = labelled_subset(y, 0.1, seed=0)
+    assert torch.bincount(y[idx]).tolist() == [10, 20, 30, 10, 10, 20]
+    assert torch.equal(idx, idx.sort().values) and len(idx.unique()) == len(idx)
+    assert torch.equal(idx, labelled_subset(y, 0.1, seed=0))
+    assert not torch.equal(idx, labelled_subset(y, 0.1, seed=1))
+    assert torch.equal(labelled_subset(y, 1.0, seed=3), torch.arange(len(y)))
+    assert torch.bincount(y[labelled_subset(y, 0.001, seed=0)]).tolist() == [1] * 6  # >= 1 each
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="share of the labels"):
+            labelled_subset(y, bad, seed=0)
+
+
+def test_label_efficiency_equals_probes_on_the_same_subsets() -> None:
+    x, y = _blobs(600, 6, 3, seed=0)
+    test = _blobs(300, 6, 3, seed=1)
+    flat = nn.Flatten()  # "images" (n, D, 1, 1) -> features (n, D): the encoder is the identity
+    table = label_efficiency(
+        {"flat": flat},
+        (x[:, :, None, None], y),
+        (test[0][:, :, None, None], test[1]),
+        fractions=(0.05, 1.0),
+        seeds=(0, 1),
+    )
+    expected = [
+        linear_probe(x[idx], y[idx], test[0], test[1]).test_acc
+        for idx in (labelled_subset(y, 0.05, 0), labelled_subset(y, 0.05, 1))
+    ]
+    mean, std = table["flat"][0.05]
+    assert mean == pytest.approx(sum(expected) / 2)
+    assert std == pytest.approx(torch.tensor(expected, dtype=torch.float64).std().item())
+    assert table["flat"][1.0] == (pytest.approx(linear_probe(x, y, *test).test_acc), 0.0)
+    assert table["flat"][1.0][0] > table["flat"][0.05][0] - 0.05  # more labels do not hurt here
+    with pytest.raises(ValueError, match="encoders is empty"):
+        label_efficiency({}, (x, y), test)

@@ -33,7 +33,13 @@ from vfm_course.models import (
     SmallCNN,
     vit_config,
 )
-from vfm_course.objectives import nt_xent_logits, nt_xent_loss, simclr_loss_fn
+from vfm_course.objectives import (
+    alignment_loss,
+    embedding_std,
+    nt_xent_logits,
+    nt_xent_loss,
+    simclr_loss_fn,
+)
 from vfm_course.train import TrainConfig, fit
 
 SMALL_ENCODER = vit_config("vit_course_tiny", num_classes=0, embed_dim=32, depth=1, num_heads=2)
@@ -374,4 +380,55 @@ def test_simclr_loss_fn_trains_with_fit() -> None:
     assert not torch.equal(model.encoder.patch_embed.proj.weight, before)
     # Bare images work too (labels are ignored anyway), as does an explicit config.
     loss, logs = simclr_loss_fn(cfg)(model.train(), batches[0][0])
-    assert loss.ndim == 0 and set(logs) == {"pos_acc"}
+    assert loss.ndim == 0 and set(logs) == {"pos_acc", "z_std"}
+
+
+# ----------------------------------------------------------------------------- collapse
+
+
+def test_embedding_std_is_zero_for_one_point_and_one_over_sqrt_d_on_the_sphere() -> None:
+    g = torch.Generator().manual_seed(0)
+    assert embedding_std(torch.ones(50, 8) * torch.rand(1, 8, generator=g)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    for D in (16, 64):
+        z = torch.randn(20_000, D, generator=g) * 3.0  # the scale is removed by normalising
+        assert embedding_std(z) == pytest.approx(1 / math.sqrt(D), rel=0.02)
+    # Dimensional collapse: rows on a line through the origin fill 1 of D directions.
+    line = torch.randn(1000, 1, generator=g) * torch.ones(1, 64)
+    assert embedding_std(line) == pytest.approx(1 / 8, rel=0.02)  # every coordinate +-1/8
+    with pytest.raises(ValueError, match="at least 2"):
+        embedding_std(torch.ones(1, 8))
+
+
+def test_alignment_loss_equals_a_loop_and_ignores_the_negatives() -> None:
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    loop = sum(1 - float(z1[i] @ z2[i] / (z1[i].norm() * z2[i].norm())) for i in range(6)) / 6
+    assert alignment_loss(z1, z2).item() == pytest.approx(loop, rel=1e-6)
+    same = torch.randn(1, 5, generator=g).expand(6, 5)
+    assert alignment_loss(same, 2 * same).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        alignment_loss(z1, z2[:3])
+
+
+def test_positives_only_collapses_and_negatives_prevent_it() -> None:
+    cfg = SimCLRConfig(encoder=SMALL_ENCODER, proj_hidden_dim=32, proj_dim=16)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(16, 3, 32, 32, generator=g) for _ in range(4)]
+    spread = {}
+    for negatives in (False, True):
+        torch.manual_seed(0)
+        model = SimCLR(cfg)
+        history = fit(
+            model,
+            simclr_loss_fn(negatives=negatives),
+            batches * 15,
+            TrainConfig(steps=60, lr=5e-3, progress=False, device="cpu", log_every=1),
+        )
+        spread[negatives] = history.logs["z_std"]
+    start = spread[True][0]
+    assert spread[False][0] == pytest.approx(start, rel=1e-5)  # same model, same first batch
+    # Measured: alignment alone 0.180 -> 0.013 in 60 steps; NT-Xent 0.180 -> 0.097.
+    assert spread[False][-1] < 0.1 * start  # alignment alone: the embeddings close up
+    assert spread[True][-1] > 0.4 * start  # the negatives keep them apart

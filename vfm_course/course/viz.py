@@ -213,6 +213,34 @@ def plot_data_size(
     return fig
 
 
+def plot_label_efficiency(
+    table: Mapping[str, Mapping[float, tuple[float, float]]], chance: float | None = None
+) -> Figure:
+    """Probe accuracy against the share of labels: ``table[encoder][fraction] = (mean, std)``,
+    as :func:`vfm_course.eval.label_efficiency` returns it; error bars are one std over the
+    labelled subsets."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, by_fraction in table.items():
+        fractions = sorted(by_fraction)
+        means = [by_fraction[f][0] for f in fractions]
+        stds = [by_fraction[f][1] for f in fractions]
+        ax.errorbar(
+            [100 * f for f in fractions], means, yerr=stds, fmt="o-", ms=4, capsize=3, label=name
+        )
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    ax.set(
+        xscale="log",
+        xlabel="labelled training images (%)",
+        ylabel="linear-probe accuracy",
+        ylim=(0, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_confusion(cm: torch.Tensor, class_names: Sequence[str], title: str = "") -> Figure:
     """A confusion matrix (rows: true class, columns: predicted), normalised per row."""
     import seaborn as sns

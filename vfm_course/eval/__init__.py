@@ -16,6 +16,8 @@ from .probe import (
     extract_features,
     knn_accuracy,
     knn_predict,
+    label_efficiency,
+    labelled_subset,
     linear_probe,
     probe_encoder,
 )

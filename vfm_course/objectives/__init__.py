@@ -4,7 +4,13 @@ engine.
 
 from .adversarial import ATTACKS, adversarial_loss_fn, fgsm, pgd, robust_accuracy
 from .clip import clip_loss, clip_loss_fn
-from .contrastive import nt_xent_logits, nt_xent_loss, simclr_loss_fn
+from .contrastive import (
+    alignment_loss,
+    embedding_std,
+    nt_xent_logits,
+    nt_xent_loss,
+    simclr_loss_fn,
+)
 from .distillation import distillation_loss, distillation_loss_fn
 from .mae import mae_loss_fn
 from .supervised import classification_loss

@@ -72,14 +72,41 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -
     return F.cross_entropy(logits, targets)
 
 
+def embedding_std(z: torch.Tensor) -> float:
+    """How spread out a batch of embeddings is, SimSiam's collapse measure (Chen & He 2021):
+    the per-dimension standard deviation of the L2-normalised rows, averaged over dimensions.
+
+    0 when every row is the same point (complete collapse); about 1 / sqrt(D) when the rows are
+    spread evenly over the unit sphere in D dimensions; in between when they fill only a few
+    directions (dimensional collapse). ``z`` is (B, D) with B >= 2.
+    """
+    z = check_tensor(z, "z", ndim=2, floating=True)
+    if z.shape[0] < 2:
+        raise ValueError(f"a standard deviation needs at least 2 embeddings, got {z.shape[0]}")
+    return F.normalize(z.detach().float(), dim=1).std(dim=0).mean().item()
+
+
+def alignment_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """NT-Xent's positive term alone: the mean over pairs of 1 - cos(z1_i, z2_i), (B, D) each.
+
+    It pulls views of the same image together and pushes nothing apart, so one constant output
+    minimises it (loss 0) whatever the images: lesson 03 trains with it to show that collapse.
+    """
+    z1 = check_tensor(z1, "z1", ndim=2, floating=True)
+    z2 = check_tensor(z2, "z2", shape=tuple(z1.shape), floating=True)
+    return (1 - F.cosine_similarity(z1, z2, dim=1)).mean()
+
+
 def simclr_loss_fn(
-    cfg: SimCLRConfig | None = None,
+    cfg: SimCLRConfig | None = None, negatives: bool = True
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     """The ``loss_fn(model, batch)`` for :func:`vfm_course.train.fit`.
 
     ``batch`` is images (B, C, H, W) or ``(images, labels)``; labels are ignored (that is the
-    point of self-supervision). ``cfg`` defaults to ``model.cfg``. Logs ``pos_acc``: the share
-    of the 2B views whose partner gets the highest logit.
+    point of self-supervision). ``cfg`` defaults to ``model.cfg``. ``negatives=False`` trains on
+    :func:`alignment_loss` instead (positives only: the ablation that collapses). Logs
+    ``pos_acc``, the share of the 2B views whose partner gets the highest logit, and ``z_std``,
+    :func:`embedding_std` of the batch's projections.
     """
 
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -96,9 +123,10 @@ def simclr_loss_fn(
         # Similarities / t in fp32 even under bf16 autocast: bf16 keeps ~3 significant digits,
         # and dividing by t = 0.2 magnifies the rounding of the cosines fivefold.
         with torch.autocast(z1.device.type, enabled=False):
-            logits, targets = nt_xent_logits(z1.float(), z2.float(), c.temperature)
-        loss = F.cross_entropy(logits, targets)
+            z1, z2 = z1.float(), z2.float()
+            logits, targets = nt_xent_logits(z1, z2, c.temperature)
+        loss = F.cross_entropy(logits, targets) if negatives else alignment_loss(z1, z2)
         pos_acc = (logits.argmax(dim=1) == targets).float().mean().item()
-        return loss, {"pos_acc": pos_acc}
+        return loss, {"pos_acc": pos_acc, "z_std": embedding_std(torch.cat([z1, z2]))}
 
     return loss_fn
