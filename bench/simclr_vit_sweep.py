@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import torch
+from tables import emit  # bench/tables.py (this script's folder is on sys.path)
 from torch import nn
 
 from vfm_course.data import COURSE_WORLD, BatchLoader, load_shapes
@@ -121,11 +122,7 @@ def main() -> None:
             f"| {label} | {history.loss[-1]:.2f} | {random_probe:.3f} | {acc:.3f} / {knn:.3f} |"
         )
         print(lines[-1], f"({seconds:.0f} s)", flush=True)
-    table = "\n".join(lines)
-    print("\n" + table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

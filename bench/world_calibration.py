@@ -19,6 +19,7 @@ import dataclasses
 import time
 
 import torch
+from tables import emit  # bench/tables.py (this script's folder is on sys.path)
 from torch import nn
 
 from vfm_course.data import COURSE_WORLD, BatchLoader, ShapesConfig, load_shapes
@@ -95,11 +96,7 @@ def main() -> None:
             cnn = "(as row 1)"
         lines.append(f"| {label} | {vit_train:.3f} / {vit_test:.3f} | {cnn} |")
         print(lines[-1], f"(ViT {vit_s:.0f} s)", flush=True)
-    table = "\n".join(lines)
-    print("\n" + table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

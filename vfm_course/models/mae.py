@@ -89,6 +89,8 @@ class MAEConfig:
         return config_from_dict(cls, d)
 
 
+MASK_RATIOS = (0.25, 0.5, 0.75, 0.9)  # lesson 04 pretrains one MAE at each
+
 MAE_PRESETS: dict[str, MAEConfig] = {
     # The course backbone (32x32 RGB shapes, 8x8 grid of 4x4 patches) with MAE's sin-cos
     # position embeddings; a 2-block, 64-wide decoder, narrower and shallower than the encoder
@@ -98,6 +100,13 @@ MAE_PRESETS: dict[str, MAEConfig] = {
     "mae_course_tiny_pixels": MAEConfig(
         vit_config("vit_course_tiny", num_classes=0, pos_embed="sincos"), norm_pix_loss=False
     ),
+    # The same model at each pretraining mask ratio of lesson 04's curve (MAE, Fig. 5).
+    **{
+        f"mae_course_tiny_mask{round(100 * r)}": MAEConfig(
+            vit_config("vit_course_tiny", num_classes=0, pos_embed="sincos"), mask_ratio=r
+        )
+        for r in MASK_RATIOS
+    },
     # The full profile's models (GPU, real photos): ViT-Tiny width with a 4-block, 128-wide
     # decoder, at 32 px (CIFAR-10) and 96 px with 8 px patches (STL-10).
     "mae_course_small": MAEConfig(

@@ -5,6 +5,7 @@ and the full profile's GPU recipes on real photos (:data:`FULL_RECIPES`).
 from __future__ import annotations
 
 from ..data.shapes import COURSE_WORLD
+from ..models.mae import MASK_RATIOS
 from .settings import ClassifierRecipe, PretrainRecipe
 
 DATA_SIZES = (1_000, 4_000, 20_000)  # lesson 02's training-set sizes
@@ -33,6 +34,14 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
     "mae_shapes_pixels": PretrainRecipe(
         "mae", "mae_course_tiny_pixels", steps=2000, warmup_steps=200
     ),
+    # Lesson 04's mask-ratio curve (MAE Fig. 5): the same MAE pretrained at each ratio with
+    # the same 1,000 steps (half of mae_shapes's, so that four fit the CPU budget).
+    **{
+        f"mae_shapes_mask{round(100 * r)}": PretrainRecipe(
+            "mae", f"mae_course_tiny_mask{round(100 * r)}", steps=1000, warmup_steps=100
+        )
+        for r in MASK_RATIOS
+    },
     "simclr_shapes": PretrainRecipe(
         "simclr", "simclr_course_tiny", steps=2500, batch_size=64, warmup_steps=200
     ),
