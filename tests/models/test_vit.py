@@ -279,3 +279,14 @@ def test_timm_weight_init_is_kept_as_an_option() -> None:
             assert abs(m.weight.std().item() - 0.02) < 0.003
     with pytest.raises(ValueError, match="weight_init"):
         vit_config("vit_course_tiny", weight_init="jax")
+
+
+def test_init_linear_refuses_an_unknown_scheme() -> None:
+    """A direct caller's typo is an error, not a silent xavier init; the layer is untouched."""
+    from vfm_course.layers import init_linear
+
+    layer = torch.nn.Linear(4, 4)
+    before = layer.weight.clone()
+    with pytest.raises(ValueError, match="scheme must be one of 'mae', 'timm'; got 'tim'"):
+        init_linear(layer, "tim")
+    assert torch.equal(layer.weight, before)

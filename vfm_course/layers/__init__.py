@@ -10,7 +10,7 @@ from .attention import (
     padding_mask,
     scaled_dot_product_attention,
 )
-from .blocks import LN_EPS, Block, Mlp, init_linear
+from .blocks import LINEAR_INITS, LN_EPS, Block, Mlp, init_linear
 from .lora import LoRALinear, apply_lora, lora_layers, merge_lora, unmerge_lora
 from .masking import (
     MaskedTokens,

@@ -14,11 +14,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.validate import check_positive_int
+from ..core.validate import check_choice, check_positive_int
 from .multihead import Attention
 
 # timm's ViT LayerNorm epsilon (PyTorch's default is 1e-5); matching it keeps logits identical.
 LN_EPS = 1e-6
+
+# The Linear-weight schemes init_linear knows (ViTConfig.weight_init takes the same names).
+LINEAR_INITS = ("mae", "timm")
 
 
 @torch.no_grad()
@@ -28,7 +31,9 @@ def init_linear(m: nn.Linear, scheme: str = "mae") -> None:
 
     Xavier scales each weight to its fan-in and fan-out, std = sqrt(2 / (in + out)): 0.072 for
     a (96 -> 288) qkv projection, against timm's fixed 0.02, so attention logits start large
-    enough to differ between tokens."""
+    enough to differ between tokens. Any other ``scheme`` is refused, so a typo cannot fall
+    back to one of the two silently."""
+    check_choice(scheme, "scheme", LINEAR_INITS)
     if scheme == "timm":
         nn.init.trunc_normal_(m.weight, std=0.02)
     else:

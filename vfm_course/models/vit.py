@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from ..core.validate import check_choice, check_divisible, check_heads, check_positive_int, is_int
-from ..layers.blocks import LN_EPS, Block, init_linear
+from ..layers.blocks import LINEAR_INITS, LN_EPS, Block, init_linear
 from ..layers.patches import PatchEmbed
 from ..layers.pos_embed import sincos_pos_embed_2d
 
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learned", "sincos")
 ATTN_IMPLS = ("sdpa", "explicit", "chunked")
-WEIGHT_INITS = ("mae", "timm")
+WEIGHT_INITS = LINEAR_INITS  # how init_linear starts each Linear weight
 
 
 @dataclass(frozen=True)
