@@ -17,6 +17,8 @@ from vfm_course.eval import (
     labelled_subset,
     linear_probe,
     probe,
+    probe_encoder,
+    probe_features,
 )
 
 
@@ -194,3 +196,16 @@ def test_label_efficiency_equals_probes_on_the_same_subsets() -> None:
     assert table["flat"][1.0][0] > table["flat"][0.05][0] - 0.05  # more labels do not hurt here
     with pytest.raises(ValueError, match="encoders is empty"):
         label_efficiency({}, (x, y), test)
+
+
+def test_probe_encoder_equals_probe_features_on_the_extracted_features() -> None:
+    """The two entry points fit the same probe and k-NN: extracting first changes nothing."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(12, 8))
+    x_tr, x_te = torch.randn(60, 3, 2, 2), torch.randn(30, 3, 2, 2)
+    y_tr, y_te = torch.randint(0, 3, (60,)), torch.randint(0, 3, (30,))
+    direct = probe_encoder(encoder, (x_tr, y_tr), (x_te, y_te), k=5)
+    f_tr, f_te = extract_features(encoder, x_tr), extract_features(encoder, x_te)
+    assert probe_features((f_tr, y_tr), (f_te, y_te), k=5) == direct
+    assert direct["probe_acc"] == linear_probe(f_tr, y_tr, f_te, y_te).test_acc
+    assert direct["knn_acc"] == knn_accuracy(f_tr, y_tr, f_te, y_te, k=5)

@@ -20,6 +20,7 @@ from .probe import (
     labelled_subset,
     linear_probe,
     probe_encoder,
+    probe_features,
 )
 from .profiling import peak_memory, time_fn
 from .zero_shot import zero_shot_accuracy, zero_shot_predict, zero_shot_weights

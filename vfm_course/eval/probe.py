@@ -250,10 +250,20 @@ def probe_encoder(
     the features of ``train`` = (images, labels) and scored on ``test``."""
     f_train = extract_features(encoder, train[0])
     f_test = extract_features(encoder, test[0])
-    probe = linear_probe(f_train, train[1], f_test, test[1])
+    return probe_features((f_train, train[1]), (f_test, test[1]), k=k)
+
+
+def probe_features(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    k: int = 20,
+) -> dict[str, float]:
+    """:func:`probe_encoder` on features already extracted, ``train`` = (features (N, D),
+    labels (N,)): for a lesson that reads the same frozen features more than once."""
+    probe = linear_probe(train[0], train[1], test[0], test[1])
     return {
         "probe_acc": probe.test_acc,
-        "knn_acc": knn_accuracy(f_train, train[1], f_test, test[1], k=k),
+        "knn_acc": knn_accuracy(train[0], train[1], test[0], test[1], k=k),
     }
 
 
