@@ -11,6 +11,7 @@ from .dense_metrics import (
     mean_average_precision,
     segmentation_confusion_matrix,
 )
+from .patch_kinds import PATCH_KINDS, patch_kinds
 from .probe import (
     ProbeResult,
     extract_features,
