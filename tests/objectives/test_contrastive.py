@@ -432,3 +432,30 @@ def test_positives_only_collapses_and_negatives_prevent_it() -> None:
     # Measured: alignment alone 0.180 -> 0.013 in 60 steps; NT-Xent 0.180 -> 0.097.
     assert spread[False][-1] < 0.1 * start  # alignment alone: the embeddings close up
     assert spread[True][-1] > 0.4 * start  # the negatives keep them apart
+
+
+def test_simclr_vit_presets_cross_patch_size_and_colour_strength_only() -> None:
+    """Lesson 03's 2x2: the four ViT presets differ in the patch size and the colour-jitter
+    strength and in nothing else, so the lesson's comparison changes one thing at a time."""
+    grid = {
+        "simclr_course_tiny": (8, 0.8),
+        "simclr_course_tiny_p4": (4, 0.8),
+        "simclr_course_tiny_mild": (8, 0.4),
+        "simclr_course_tiny_p4_mild": (4, 0.4),
+    }
+    base = SIMCLR_PRESETS["simclr_course_tiny"]
+    for name, (patch, colour) in grid.items():
+        preset = SIMCLR_PRESETS[name]
+        a = preset.augment
+        assert preset.encoder.patch_size == patch and a.brightness == a.contrast == colour
+        assert a.saturation == colour and a.hue == 0.5
+        undone = dataclasses.replace(
+            preset,
+            encoder=dataclasses.replace(preset.encoder, patch_size=8),
+            augment=dataclasses.replace(a, brightness=0.8, contrast=0.8, saturation=0.8),
+        )
+        assert undone == base
+    # The first recipe's settings are the defaults: lesson 02's ViT and AugmentConfig's jitter.
+    first = SIMCLR_PRESETS["simclr_course_tiny_p4_mild"]
+    assert first.encoder == vit_config("vit_course_tiny", num_classes=0)
+    assert first.augment == AugmentConfig(crop_scale=(0.5, 1.0), hue=0.5)

@@ -73,7 +73,7 @@ def test_backbone_rejects_models_without_an_image_encoder():
 # pinned so that a change to the pipeline that moves a result shows up here.
 GOLDEN_PRETRAIN = {  # 40 test images
     "mae": {"probe_acc": 0.175, "knn_acc": 0.05},
-    "simclr": {"probe_acc": 0.2, "knn_acc": 0.1},
+    "simclr": {"probe_acc": 0.15, "knn_acc": 0.075},  # the 8x8-patch, strong-colour preset
     "clip": {
         "probe_acc": 0.175,
         "knn_acc": 0.1,

@@ -83,14 +83,36 @@ class SimCLRConfig:
         return config_from_dict(cls, d)
 
 
+# SimCLR's colour-distortion strength for brightness, contrast and saturation (its ImageNet
+# recipe, Chen et al. 2020 Appendix A; AugmentConfig's default is 0.4).
+STRONG_COLOUR = 0.8
+
+
+def _course_vit_simclr(patch_size: int, colour: float) -> SimCLRConfig:
+    """The course ViT under SimCLR with ``patch_size`` patches and colour jitter ``colour``.
+
+    Full hue rotation in every preset: colour is drawn independently of the shape, and without
+    hue jitter the two views of an image share their hue, so matching colours could find the
+    partner without any shape (lesson 03 measures both settings on the CNN)."""
+    return SimCLRConfig(
+        encoder=vit_config("vit_course_tiny", num_classes=0, patch_size=patch_size),
+        augment=AugmentConfig(
+            crop_scale=(0.5, 1.0), hue=0.5, brightness=colour, contrast=colour, saturation=colour
+        ),
+    )
+
+
 SIMCLR_PRESETS: dict[str, SimCLRConfig] = {
-    # Full hue rotation for both encoders: colour is drawn independently of the shape, and
-    # without hue jitter the two views of an image share their hue, so matching colours could
-    # find the partner without any shape (lesson 03 measures both settings).
-    "simclr_course_tiny": SimCLRConfig(
-        encoder=vit_config("vit_course_tiny", num_classes=0),
-        augment=AugmentConfig(crop_scale=(0.5, 1.0), hue=0.5),
-    ),
+    # The course ViT that learns under SimCLR at a CPU budget: 8x8 patches (a 4x4 grid, so one
+    # token holds a recognisable piece of the outline) and SimCLR's strong colour jitter.
+    # Lesson 03 crosses the two changes (the three presets below) at the same budget.
+    "simclr_course_tiny": _course_vit_simclr(8, STRONG_COLOUR),
+    # The course backbone itself (4x4 patches, as lessons 02 and 04-06), strong colour jitter.
+    "simclr_course_tiny_p4": _course_vit_simclr(4, STRONG_COLOUR),
+    # 8x8 patches with the default colour jitter (0.4).
+    "simclr_course_tiny_mild": _course_vit_simclr(8, 0.4),
+    # The first recipe (4x4 patches, colour jitter 0.4): its encoder stays at its random init.
+    "simclr_course_tiny_p4_mild": _course_vit_simclr(4, 0.4),
     # The same objective with a SmallCNN encoder (lesson 03's comparison).
     "simclr_cnn_tiny": SimCLRConfig(
         encoder=vit_config("vit_course_tiny", num_classes=0),

@@ -42,9 +42,14 @@ RECIPES: dict[str, ClassifierRecipe | PretrainRecipe] = {
         )
         for r in MASK_RATIOS
     },
-    "simclr_shapes": PretrainRecipe(
-        "simclr", "simclr_course_tiny", steps=2500, batch_size=64, warmup_steps=200
-    ),
+    # Lesson 03's ViT SimCLR and the 2x2 behind it (patch size x colour-jitter strength), all
+    # with the same steps, batch, seed and schedule.
+    **{
+        f"simclr_shapes{suffix}": PretrainRecipe(
+            "simclr", f"simclr_course_tiny{suffix}", steps=2500, batch_size=64, warmup_steps=200
+        )
+        for suffix in ("", "_p4", "_mild", "_p4_mild")
+    },
     # The same objective with a small CNN and full hue jitter (lesson 03's comparison).
     "simclr_cnn_shapes": PretrainRecipe("simclr", "simclr_cnn_tiny", steps=1200, warmup_steps=50),
     "clip_shapes": PretrainRecipe("clip", "clip_course_tiny", steps=3000, warmup_steps=200),
