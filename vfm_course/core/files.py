@@ -8,9 +8,9 @@ Two kinds of folder, found at every call (so setting a variable mid-session take
   package (``vfm_course/_data/``, found through :mod:`importlib.resources`; the build copies it
   from the repository's ``data/``, which stays the one source of truth);
 - the *work* folder holds what the course makes: the generated-data cache, downloads and
-  full-profile checkpoints. It is the data folder for ``$VFM_DATA_DIR`` and for a checkout (as
-  before), but for an installed package a user cache folder (``$XDG_CACHE_HOME/vfm_course``,
-  else ``~/.cache/vfm_course``): site-packages may be read-only, and pip would delete anything
+  full-profile checkpoints. It is the data folder for ``$VFM_DATA_DIR`` and for a checkout, but
+  for an installed package a user cache folder (``$XDG_CACHE_HOME/vfm_course``, else
+  ``~/.cache/vfm_course``): site-packages may be read-only, and pip would delete anything
   written there on the next upgrade.
 
 Files are verified by sha256 and never silently regenerated over what a user made.
