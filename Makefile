@@ -10,9 +10,10 @@ NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sani
 # thread each, so two workers never ask for more threads than the two cores CI has.
 XDIST  ?= -n 2 --dist loadfile
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
-LINTED := vfm_course tests bench notebooks
+LINTED := vfm_course tests bench notebooks setup.py
 
-.PHONY: setup lab test lint unit notebooks-test notebooks student grade book test-deps bench lock clean
+.PHONY: setup lab test lint unit notebooks-test notebooks student grade book test-deps bench lock clean \
+        test-latest
 
 setup: $(STAMP)
 
@@ -40,6 +41,23 @@ unit: setup
 
 notebooks-test: setup
 	$(PYTEST) $(XDIST) notebooks $(NBVAL)
+
+## Drift check, not part of `make test` (run it on a schedule): a fresh venv with the newest
+## releases pyproject.toml's ranges allow (no requirements-lock.txt, as on Colab), then the unit
+## tests (which include the wheel-install test) and one notebook under nbval. The versions it ran
+## with are written to $(LATEST)/versions.txt.
+LATEST          ?= .venv-latest
+LATEST_NOTEBOOK ?= notebooks/02_vision_transformer.ipynb
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(LATEST)/bin/python -m pip install -q --disable-pip-version-check --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	@grep -iE '^(torch|torchvision|timm|numpy|torchmetrics|scikit-learn|safetensors)==' \
+	  $(LATEST)/versions.txt
+	OMP_NUM_THREADS=1 $(LATEST)/bin/python -m pytest $(XDIST) tests
+	OMP_NUM_THREADS=1 $(LATEST)/bin/python -m pytest $(LATEST_NOTEBOOK) $(NBVAL)
 
 ## Re-execute every notebook in place (tiny profile, seeded) so stored outputs are current;
 ## records each lesson's wall time and peak memory in book/runtimes.json (the book's table).
@@ -89,4 +107,4 @@ lock: setup
 	mv requirements-lock.new requirements-lock.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache book/_build book/.mathjax book/runtimes.md data/cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache .ruff_cache book/_build book/.mathjax book/runtimes.md data/cache

@@ -3,7 +3,17 @@ inference. Imports nothing else of the package.
 """
 
 from .configs import config_from_dict, config_to_jsonable
-from .files import CheckpointError, cache_dir, data_dir, download_dir, sha256_file, verify_sha256
+from .files import (
+    CheckpointError,
+    DataLocation,
+    cache_dir,
+    data_dir,
+    data_location,
+    download_dir,
+    sha256_file,
+    verify_sha256,
+    work_dir,
+)
 from .inference import eval_mode, predict
 from .profile import PROFILE_NAMES, PROFILES, Profile, get_profile, pick_device
 from .validate import (

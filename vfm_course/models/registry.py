@@ -1,7 +1,9 @@
 """Course models by name: rebuild one from a checkpoint's config, load a shipped one.
 
 Shipped checkpoints are listed in ``data/manifest.json`` with their sha256; a file that does
-not match is reported, never loaded (and never unpickled: safetensors only).
+not match is reported, never loaded (and never unpickled: safetensors only). The folder is
+:func:`vfm_course.core.files.data_dir`: the repository's ``data/`` in a checkout, the copy
+inside the installed package otherwise (or ``$VFM_DATA_DIR``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from ..core.files import CheckpointError, data_dir, verify_sha256
+from ..core.files import CheckpointError, data_location, how_to_restore_data, verify_sha256
 from ..train.checkpoint import load_weights, read_checkpoint
 from .classifier import backbone
 from .clip import CLIP, CLIPConfig
@@ -24,10 +26,21 @@ from .vit import VisionTransformer, ViTConfig
 
 
 def read_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The ``data/manifest.json`` listing of shipped files with their sha256 and recipe."""
-    path = Path(path) if path is not None else data_dir() / "manifest.json"
+    """The ``data/manifest.json`` listing of shipped files with their sha256 and recipe.
+
+    Without ``path``, the one in the data folder; when that is missing the error says how to
+    get the course's files back, which depends on how the package was installed."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise CheckpointError(f"manifest {path} not found")
+        return json.loads(Path(path).read_text())
+    location = data_location()
+    path = location.data / "manifest.json"
     if not path.is_file():
-        raise CheckpointError(f"manifest {path} not found; is VFM_DATA_DIR set correctly?")
+        raise CheckpointError(
+            f"the course's list of checkpoints ({path}) was not found. "
+            f"{how_to_restore_data(location)}"
+        )
     return json.loads(path.read_text())
 
 
@@ -38,10 +51,15 @@ def course_checkpoint_path(name: str) -> tuple[Path, dict[str, Any]]:
         known = ", ".join(sorted(entries)) or "none"
         raise CheckpointError(f"no course checkpoint named {name!r}; known: {known}")
     entry = entries[name]
-    path = data_dir() / entry["file"]
+    location = data_location()
+    path = location.data / entry["file"]
     if not path.is_file():
+        # Retraining writes the manifest's folder: advice for a checkout or $VFM_DATA_DIR only.
+        writable = location.source != "installed" and "recipe" in entry
+        rebuild = f" Or rebuild it: {entry['recipe']}" if writable else ""
         raise CheckpointError(
-            f"checkpoint {path} is missing; rebuild it with: {entry.get('recipe', '?')}"
+            f"the course checkpoint {name!r} ({path}) is missing. "
+            f"{how_to_restore_data(location)}{rebuild}"
         )
     verify_sha256(path, entry["sha256"])
     return path, entry

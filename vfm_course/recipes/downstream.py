@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.files import data_dir, download_dir
+from ..core.files import download_dir, work_dir
 from ..core.validate import check_choice
 from ..data.loaders import BatchLoader
 from ..data.real import IGNORE_INDEX, load_pennfudan, load_torchvision
@@ -118,7 +118,7 @@ def load_full_encoder(name: str) -> VisionTransformer:
     pretraining recipe ``name`` (run it first: ``python -m vfm_course.recipes NAME``)."""
     if name not in FULL_RECIPES:
         raise ValueError(f"unknown full recipe {name!r}; known: {', '.join(sorted(FULL_RECIPES))}")
-    path = data_dir() / "checkpoints" / "full" / f"{name}.safetensors"
+    path = work_dir() / "checkpoints" / "full" / f"{name}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist: pretrain it first with `python -m vfm_course.recipes {name}`"
@@ -213,7 +213,7 @@ def run_downstream(
     if name not in DOWNSTREAM_RECIPES:
         known = ", ".join(sorted(DOWNSTREAM_RECIPES))
         raise ValueError(f"unknown downstream recipe {name!r}; known: {known}")
-    path = data_dir() / "checkpoints" / "full" / f"{name}.safetensors"
+    path = work_dir() / "checkpoints" / "full" / f"{name}.safetensors"
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to replace it")
     recipe = DOWNSTREAM_RECIPES[name]

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..core.files import data_dir, sha256_file
+from ..core.files import data_location, sha256_file
 from ..train import distributed as dist
 from ..train.checkpoint import save_checkpoint
 from .catalog import FULL_RECIPES, RECIPES
@@ -25,16 +25,28 @@ def run_recipe(
 ) -> Path:
     """Run recipe ``name``, save its checkpoint, and (for the default path) update the manifest.
 
-    A full-profile recipe (:data:`FULL_RECIPES`) writes to ``data/checkpoints/full/`` and never
-    touches the manifest; it keeps a resumable training state next to its output while it runs.
-    Under torchrun every rank trains and rank 0 alone writes."""
+    A tiny recipe's default output is the shipped checkpoint in the data folder
+    (``data/checkpoints/``). A full-profile recipe (:data:`FULL_RECIPES`) writes to the work
+    folder's ``checkpoints/full/`` (``data/`` in a checkout, a user cache folder for an
+    installed package) and never touches the manifest; it keeps a resumable training state next
+    to its output while it runs. Under torchrun every rank trains and rank 0 alone writes."""
     if name not in RECIPES and name not in FULL_RECIPES:
         known = ", ".join([*sorted(RECIPES), *sorted(FULL_RECIPES)])
         raise ValueError(f"unknown recipe {name!r}; known: {known}")
     full = name in FULL_RECIPES
-    folder = data_dir() / "checkpoints" / ("full" if full else "")
+    location = data_location()
+    folder = location.work / "checkpoints" / "full" if full else location.data / "checkpoints"
     default = folder / f"{name}.safetensors"
     path = Path(out) if out else default
+    if not full and location.source == "installed" and path.resolve() == default.resolve():
+        # The shipped checkpoints inside site-packages belong to pip: an upgrade would delete
+        # the new file, and its manifest entry would no longer match the repository's.
+        raise ValueError(
+            f"retraining {name} would replace the checkpoint installed with the package "
+            f"({default}). Pass --out FILE to write it elsewhere, or run it from a checkout of "
+            f"the course repository (or with VFM_DATA_DIR set to a copy of its data/ folder) to "
+            f"update the shipped checkpoint and its manifest."
+        )
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to replace it (or --out elsewhere)")
     recipe = FULL_RECIPES[name] if full else RECIPES[name]
@@ -55,10 +67,10 @@ def run_recipe(
         resume.unlink(missing_ok=True)  # finished: a rerun starts from scratch
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB): {json.dumps(results)[:200]}")
     if path.resolve() == default.resolve() and not full:
-        manifest_path = data_dir() / "manifest.json"
+        manifest_path = location.data / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
         manifest.setdefault("checkpoints", {})[name] = {
-            "file": str(path.relative_to(data_dir())),
+            "file": str(path.relative_to(location.data)),
             "sha256": sha256_file(path),
             "bytes": path.stat().st_size,
             "recipe": f"python -m vfm_course.recipes {name} --force",
