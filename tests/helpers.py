@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -50,3 +52,10 @@ def assert_golden(value: float, golden: float, n: int, what: str) -> None:
     sums in another order, which can flip one borderline prediction (never more in these runs).
     """
     assert abs(value - golden) <= 1 / n + 1e-9, f"{what}: got {value!r}, golden {golden!r}"
+
+
+def installed_package(root: Path) -> Path:
+    """A stand-in for site-packages/vfm_course under ``root``: no pyproject.toml above it."""
+    package = root / "site-packages" / "vfm_course"
+    package.mkdir(parents=True)
+    return package

@@ -6,17 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.helpers import installed_package
 from vfm_course.core import cache_dir, data_dir, data_location, download_dir, files
 from vfm_course.data import load_shapes
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def installed_package(root: Path) -> Path:
-    """A stand-in for site-packages/vfm_course: no pyproject.toml above it."""
-    package = root / "site-packages" / "vfm_course"
-    package.mkdir(parents=True)
-    return package
 
 
 def test_folders_are_read_when_called(tmp_path, monkeypatch) -> None:

@@ -8,17 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import installed_package
 from vfm_course.core import CheckpointError, files
 from vfm_course.models import course_checkpoint_path, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def installed_package(root: Path) -> Path:
-    """A stand-in for site-packages/vfm_course: no pyproject.toml above it."""
-    package = root / "site-packages" / "vfm_course"
-    package.mkdir(parents=True)
-    return package
 
 
 def test_missing_data_says_what_to_do_for_each_way_of_installing(tmp_path, monkeypatch) -> None:
