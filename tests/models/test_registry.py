@@ -50,3 +50,22 @@ def test_a_missing_checkpoint_says_what_to_do(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("VFM_DATA_DIR", str(package / "_data"))
     with pytest.raises(CheckpointError, match="rebuild it: python -m vfm_course.recipes"):
         course_checkpoint_path("vit_digits")
+
+
+def test_a_changed_checkpoint_gets_advice_for_how_the_package_was_installed(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.delenv("VFM_DATA_DIR", raising=False)
+    package = installed_package(tmp_path)
+    shipped = package / "_data"
+    shipped.mkdir()
+    shutil.copy(REPO / "data" / "manifest.json", shipped)
+    entry = read_manifest(REPO / "data" / "manifest.json")["checkpoints"]["vit_digits"]
+    (shipped / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
+    (shipped / entry["file"]).write_bytes(b"not the checkpoint")
+    monkeypatch.setattr(files, "package_dir", lambda: package)
+    with pytest.raises(CheckpointError, match="corrupt or was changed") as e:
+        course_checkpoint_path("vit_digits")
+    assert "Reinstall it from the course repository" in str(e.value)
+    assert "git checkout" not in str(e.value)  # an installed package has no checkout
+    assert (shipped / entry["file"]).read_bytes() == b"not the checkpoint"  # left untouched

@@ -141,15 +141,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def verify_sha256(path: str | os.PathLike, expected: str) -> None:
-    """Raise :class:`CheckpointError` unless the file exists and hashes to ``expected``."""
+def verify_sha256(path: str | os.PathLike, expected: str, advice: str | None = None) -> None:
+    """Raise :class:`CheckpointError` unless the file exists and hashes to ``expected``.
+    ``advice`` ends the mismatch message: how to get the file back, in the words of where it
+    came from (a shipped checkpoint passes :func:`how_to_restore_data`); this function cannot
+    know whether ``path`` lives in a checkout, an installed package or a user's folder."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"file {path} does not exist")
     got = sha256_file(path)
     if got != expected:
+        advice = advice or "Restore the original file, or rebuild it with the recipe that made it."
         raise CheckpointError(
             f"file {path} is corrupt or was changed: its sha256 is {got[:12]}..., the manifest "
-            f"says {expected[:12]}.... Restore it (git checkout -- {path}) or rebuild it with "
-            f"its recipe; it was left untouched."
+            f"says {expected[:12]}...; it was left untouched. {advice}"
         )

@@ -53,15 +53,15 @@ def course_checkpoint_path(name: str) -> tuple[Path, dict[str, Any]]:
     entry = entries[name]
     location = data_location()
     path = location.data / entry["file"]
+    # Retraining writes the manifest's folder: advice for a checkout or $VFM_DATA_DIR only.
+    writable = location.source != "installed" and "recipe" in entry
+    rebuild = f" Or rebuild it: {entry['recipe']}" if writable else ""
     if not path.is_file():
-        # Retraining writes the manifest's folder: advice for a checkout or $VFM_DATA_DIR only.
-        writable = location.source != "installed" and "recipe" in entry
-        rebuild = f" Or rebuild it: {entry['recipe']}" if writable else ""
         raise CheckpointError(
             f"the course checkpoint {name!r} ({path}) is missing. "
             f"{how_to_restore_data(location)}{rebuild}"
         )
-    verify_sha256(path, entry["sha256"])
+    verify_sha256(path, entry["sha256"], advice=how_to_restore_data(location) + rebuild)
     return path, entry
 
 
