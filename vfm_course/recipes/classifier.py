@@ -12,8 +12,9 @@ holds the model config, the recipe's settings and its measured test accuracy, an
 An existing file is never overwritten unless ``--force`` is given.
 
 The full profile's recipes (:data:`FULL_RECIPES`) train wider models on real data (CIFAR-10,
-STL-10) on a GPU, or on several under ``torchrun``; they write to ``data/checkpoints/full/``
-(not the manifest) and resume from ``NAME.resume.safetensors`` there if interrupted::
+STL-10) on a GPU, or on several under ``torchrun``; they write to the work folder's
+``checkpoints/full/`` (not the manifest) and resume from ``NAME.resume.safetensors`` there if
+interrupted::
 
     python -m vfm_course.recipes mae_cifar10 --download                # one GPU
     torchrun --nproc_per_node=4 -m vfm_course.recipes mae_cifar10      # four GPUs, same recipe

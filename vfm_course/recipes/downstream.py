@@ -2,7 +2,7 @@
 
 Lessons 05 and 06 fine-tune the tiny shipped encoders on the shapes world. On a GPU the same
 code takes the encoders the full pretraining recipes made (:data:`vfm_course.recipes.
-FULL_RECIPES`, saved under ``data/checkpoints/full/``) to real data:
+FULL_RECIPES`, saved under the work folder's ``checkpoints/full/``) to real data:
 
 - ``finetune_*``: classification on CIFAR-10 / STL-10 with a linear probe, LoRA, or full
   fine-tuning with layer-wise lr decay (:mod:`vfm_course.layers.lora`,
@@ -114,7 +114,7 @@ DOWNSTREAM_RECIPES: dict[str, FinetuneRecipe | DenseRecipe] = {
 
 
 def load_full_encoder(name: str) -> VisionTransformer:
-    """The encoder inside ``data/checkpoints/full/NAME.safetensors``, made by the full
+    """The encoder inside ``checkpoints/full/NAME.safetensors`` of the work folder, made by the full
     pretraining recipe ``name`` (run it first: ``python -m vfm_course.recipes NAME``)."""
     if name not in FULL_RECIPES:
         raise ValueError(f"unknown full recipe {name!r}; known: {', '.join(sorted(FULL_RECIPES))}")
@@ -208,8 +208,8 @@ def train_dense(recipe: DenseRecipe, download: bool = False) -> tuple[nn.Module,
 def run_downstream(
     name: str, steps: int | None = None, force: bool = False, download: bool = False
 ) -> Path:
-    """Run downstream recipe ``name`` and save ``data/checkpoints/full/NAME.safetensors``
-    (never over an existing file without ``force``); rank 0 alone writes under torchrun."""
+    """Run downstream recipe ``name`` and save ``checkpoints/full/NAME.safetensors`` in the work
+    folder (never over an existing file without ``force``); rank 0 alone writes under torchrun."""
     if name not in DOWNSTREAM_RECIPES:
         known = ", ".join(sorted(DOWNSTREAM_RECIPES))
         raise ValueError(f"unknown downstream recipe {name!r}; known: {known}")
