@@ -93,6 +93,13 @@ def test_every_lesson_page_shows_its_executed_figures(site, lesson):
     assert all((site / src).exists() for src in images)
 
 
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_lesson_page_shows_its_finished_progress_bars(site, lesson):
+    html = (site / "notebooks" / f"{lesson}.html").read_text()
+    assert "100%|██████████|" in html  # the final text, not an empty widget or "0%|"
+    assert "0%|          |" not in html
+
+
 def test_appendix_pages_exist_and_the_runtime_table_is_in_the_book(site):
     for page in ["intro", "setup", "profiles", "instructor_guide", "runtimes"]:
         assert (site / "book" / f"{page}.html").exists(), page

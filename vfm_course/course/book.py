@@ -7,6 +7,9 @@ the executed notebooks, without training anything again::
 
     python -m vfm_course.course.book execute notebooks/0*.ipynb  # run in place, record runtimes
     python -m vfm_course.course.book runtimes                     # write book/runtimes.md
+
+An executed notebook is stored with its progress bars as their final text
+(:mod:`vfm_course.course.frozen_progress`); ``freeze`` does that alone to stored notebooks.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 
 import nbformat
 import psutil
+
+from .frozen_progress import freeze_progress_bars
 
 RUNTIMES_JSON = Path("book") / "runtimes.json"
 RUNTIMES_PAGE = Path("book") / "runtimes.md"
@@ -74,6 +79,7 @@ def execute_notebook(path: Path, timeout: int = 900) -> dict[str, object]:
     with _PeakMemory() as memory:
         client.execute()
     seconds = time.perf_counter() - t0
+    freeze_progress_bars(nb)
     nbformat.write(nb, path)
     return {"seconds": round(seconds, 1), "peak_mb": round(memory.peak / 2**20)}
 
@@ -146,13 +152,23 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("execute", help="execute notebooks in place and record their runtimes")
     run.add_argument("notebooks", nargs="+", type=Path)
     sub.add_parser("runtimes", help="write book/runtimes.md from book/runtimes.json")
+    freeze = sub.add_parser("freeze", help="store executed notebooks' progress bars as text")
+    freeze.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
     try:
-        if args.command == "execute":
+        if args.command in ("execute", "freeze"):
             missing = [str(p) for p in args.notebooks if not p.is_file()]
             if missing:
                 raise FileNotFoundError(f"no such notebook: {', '.join(missing)}")
+        if args.command == "execute":
             execute(args.notebooks)
+        elif args.command == "freeze":
+            for path in args.notebooks:
+                nb = nbformat.read(path, as_version=4)
+                n = freeze_progress_bars(nb)
+                if n:
+                    nbformat.write(nb, path)
+                print(f"{path}: {n} progress bars stored as text")
         else:
             print(f"wrote {write_runtime_page()}")
     except (FileNotFoundError, ValueError) as exc:
