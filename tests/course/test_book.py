@@ -137,6 +137,32 @@ def test_headless_chromium_renders_the_page(site, page, tmp_path):
     assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50
 
 
+# Runs in the page once laid out: how many code cells' lines are wider than their box.
+_OVERFLOW_PROBE = """<script>
+window.addEventListener("load", () => {
+  const pres = [...document.querySelectorAll("div.cell_input div.highlight pre")];
+  const cut = pres.filter((p) => p.scrollWidth > p.clientWidth + 1).length;
+  document.body.setAttribute("data-cut-code", `${cut}/${pres.length}`);
+});
+</script></body>"""
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_code_cell_is_cut_off_on_a_laptop_screen(site, lesson, tmp_path):
+    page = site / "notebooks" / f"{lesson}.html"
+    probe = page.with_name(f"_probe_{lesson}.html")  # beside it, so its relative links resolve
+    probe.write_text(page.read_text().replace("</body>", _OVERFLOW_PROBE, 1))
+    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    cmd += ["--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    probe.unlink()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'data-cut-code="(\d+)/(\d+)"', proc.stdout)
+    assert found, "the probe did not run"
+    cut, total = map(int, found.groups())
+    assert total > 0 and cut == 0, f"{cut} of {total} code cells are wider than the page"
+
+
 def test_mathjax_typesets_offline_in_chromium(site, tmp_path):
     page = site / "notebooks" / f"{LESSONS[0]}.html"
     cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
