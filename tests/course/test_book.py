@@ -163,6 +163,20 @@ def test_no_code_cell_is_cut_off_on_a_laptop_screen(site, lesson, tmp_path):
     assert total > 0 and cut == 0, f"{cut} of {total} code cells are wider than the page"
 
 
+@pytest.mark.parametrize("page", ["book/intro.html", f"notebooks/{LESSONS[0]}.html"])
+def test_pages_log_no_script_errors_in_chromium(site, page, tmp_path):
+    html = (site / page).read_text()
+    assert html.count("const THEBE_JS_URL") == 1  # sphinx-thebe's script, once (book/_ext)
+    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    cmd += ["--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom"]
+    proc = subprocess.run(
+        [*cmd, (site / page).as_uri()], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if "Uncaught" in line]
+    assert not errors, "\n".join(errors)
+
+
 def test_mathjax_typesets_offline_in_chromium(site, tmp_path):
     page = site / "notebooks" / f"{LESSONS[0]}.html"
     cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
