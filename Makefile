@@ -10,7 +10,7 @@ NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sani
 # thread each, so two workers never ask for more threads than the two cores CI has.
 XDIST  ?= -n 2 --dist loadfile
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
-LINTED := vfm_course tests bench notebooks setup.py
+LINTED := vfm_course tests bench notebooks setup.py book/_ext
 
 .PHONY: setup lab test lint unit notebooks-test notebooks student grade book test-deps bench lock clean \
         test-latest
