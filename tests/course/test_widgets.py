@@ -291,3 +291,19 @@ def test_pos_embed_bad_input(mae):
         pos_embed_explorer(mae)
     with pytest.raises(TypeError, match="got str"):
         pos_embed_similarity("vit_course_tiny")
+
+
+def test_explorers_fit_a_laptop_screen_at_their_own_size(vit, mae, images):
+    """Each picture is drawn at twice the size it is shown at (sharp on dense screens) and is
+    shown at that size, not stretched to the notebook's width; the tallest fits beside its
+    sliders on a 1366x768 laptop screen."""
+    for w in (
+        attention_explorer(vit, images, interactive=True),
+        mae_mask_ratio_explorer(mae, images, interactive=True),
+        pos_embed_explorer(vit, interactive=True),
+    ):
+        png = bytes(w.picture.value)
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert w.picture.layout.width == f"{width // 2}px"
+        assert w.picture.layout.height == "auto"
+        assert width // 2 <= 700 and height // 2 <= 500, (type(w).__name__, width, height)

@@ -47,7 +47,10 @@ from ..viz import to_numpy_image
 
 WIDGETS_ENV = "VFM_WIDGETS"
 WIDGET_MODES = ("static", "interactive")
-PNG_DPI = 100
+PNG_DPI = 100  # the static figures' resolution
+# The widget draws at twice the resolution it is shown at: sharp on high-density (laptop)
+# screens, and shown at its own size rather than stretched to the notebook's width.
+WIDGET_PIXEL_RATIO = 2
 
 
 # ------------------------------------------------------------------------------- the mode
@@ -105,7 +108,8 @@ class Explorer(widgets.VBox):
         figsize: tuple[float, float],
     ) -> None:
         self.controls = controls
-        self.picture = widgets.Image(format="png")
+        # Shown at the figure's own size, never stretched to the output area's width.
+        self.picture = widgets.Image(format="png", layout=widgets.Layout(height="auto"))
         self.shown: dict[str, object] = {}
         self._draw = draw
         self._figsize = figsize
@@ -120,8 +124,11 @@ class Explorer(widgets.VBox):
         fig = Figure(figsize=self._figsize)  # no pyplot: nothing to close, nothing auto-shown
         self.shown = self._draw(fig, {name: c.value for name, c in self.controls.items()})
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=PNG_DPI, bbox_inches="tight")
-        self.picture.value = buffer.getvalue()
+        fig.savefig(buffer, format="png", dpi=PNG_DPI * WIDGET_PIXEL_RATIO, bbox_inches="tight")
+        png = buffer.getvalue()
+        width = int.from_bytes(png[16:20], "big")  # the IHDR chunk's width, in pixels
+        self.picture.layout.width = f"{width // WIDGET_PIXEL_RATIO}px"
+        self.picture.value = png
 
 
 # ---------------------------------------------------------------------------- input checks
