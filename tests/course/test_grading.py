@@ -4,6 +4,8 @@ of lesson 01 score exactly what they should. Everything runs in real kernels thr
 from __future__ import annotations
 
 import csv
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -90,6 +92,33 @@ builtins.print = lambda *args, **kwargs: None"""
 CRASH = """import os
 os._exit(1)"""
 
+# An honest, correct answer that prints while it works, triggers a warning and carries a lone
+# surrogate in a comment (valid in a notebook's JSON, not in UTF-8); the split cell also writes
+# bytes that are not UTF-8 to every pipe the kernel has open, which once stopped the whole run.
+DEBUGGING_ATTENTION = """import warnings
+def my_attention(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    print("debug: scores", tuple(s.shape))
+    warnings.warn("checking my shapes")
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return s.softmax(-1) @ v  # caf\udce9"""
+
+BAD_BYTES_SPLIT = (
+    RIGHT_SPLIT
+    + """
+import os, stat
+for _fd in map(int, os.listdir("/proc/self/fd")):
+    try:
+        if stat.S_ISFIFO(os.fstat(_fd).st_mode):
+            os.write(_fd, b"\\n\\xff\\xfe not utf-8\\n")
+    except OSError:
+        pass"""
+)
+# A file name that once forged a row of grades.md ("|" and a newline), as the grader names it.
+ODD_NAME = "honest | debug\nprints"
+ODD_NAME_REPORTED = "honest | debug\\nprints"
+
 # Writes result lines in the grader's format (without its secret token) to every pipe the kernel
 # has open, its inherited stdout among them, claiming that the attention cases passed.
 FORGE_RESULTS = (
@@ -108,13 +137,18 @@ for _cell in (2, 3):
 )
 
 
-def _submission(folder: Path, student: str, answers: dict[str, str]) -> None:
+def _submission(
+    folder: Path, student: str, answers: dict[str, str], ascii_json: bool = False
+) -> None:
     nb = nbformat.read(NOTEBOOKS / "student" / f"{LESSON}.ipynb", as_version=4)
     for cell in nb.cells:
         if cell.get("id") in answers:
             cell.source = answers.pop(cell.get("id"))
     assert not answers, f"no cells with ids {list(answers)}"
-    nbformat.write(nb, folder / f"{student}.ipynb")
+    if ascii_json:  # \u escapes: the way a lone surrogate can sit in a valid notebook file
+        (folder / f"{student}.ipynb").write_text(json.dumps(nb, ensure_ascii=True))
+    else:
+        nbformat.write(nb, folder / f"{student}.ipynb")
 
 
 EXPECTED = {  # student -> scores of (attention, split_merge_heads, online_softmax_attention)
@@ -133,6 +167,8 @@ EXPECTED = {  # student -> scores of (attention, split_merge_heads, online_softm
     "patches_print": (0.0, 1.0, 0.0),
     "edits_check_cells": (0.0, 1.0, 0.0),
     "forges_result_lines": (0.0, 1.0, 0.0),
+    ODD_NAME_REPORTED: (1.0, 1.0, 0.0),
+    "caf\\xe9": (0.0, 0.0, 0.0),  # a file name that is not UTF-8, holding no notebook
 }
 
 
@@ -167,6 +203,10 @@ def graded(tmp_path_factory):
     nb.cells = [c for c in nb.cells if c.get("id") != "ex1-solution"]
     nbformat.write(nb, subs / "missing_cell.ipynb")
     (subs / "not_json.ipynb").write_text("this is not a notebook")
+    odd = {"ex1-solution": DEBUGGING_ATTENTION, "ex2-split": BAD_BYTES_SPLIT}
+    _submission(subs, ODD_NAME, {**odd, "ex2-merge": RIGHT_MERGE}, ascii_json=True)
+    with open(os.fsencode(subs) + b"/caf\xe9.ipynb", "w") as f:
+        f.write("not a notebook either")
     text = (NOTEBOOKS / f"{LESSON}.ipynb").read_text()
     (subs / "truncated.ipynb").write_text(text[: len(text) // 2])
     out = root / "out"

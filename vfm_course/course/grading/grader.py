@@ -70,7 +70,21 @@ def _answer_cells(submission: nbformat.NotebookNode, ex: Exercise) -> list[str]:
     missing = [cell_id for cell_id in ex.cells if cell_id not in by_id]
     if missing:
         raise KeyError(f"answer cell {', '.join(missing)} is missing")
-    return [str(by_id[cell_id].source) for cell_id in ex.cells]
+    # A lone surrogate (valid in a notebook's JSON, not in UTF-8) would stop the grading
+    # notebook from being written at all; as "?" the rest of the answer is still graded.
+    return [_utf8(str(by_id[cell_id].source)) for cell_id in ex.cells]
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def student_name(path: Path) -> str:
+    """The name a submission is reported under: its file name without ``.ipynb``, printable
+    and on one line. Bytes that are not UTF-8 and control characters (a newline could forge a
+    row of grades.md) are written as escapes, e.g. ``caf\\xe9``."""
+    name = os.fsencode(path.name).decode("utf-8", "backslashreplace").removesuffix(".ipynb")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
 
 
 def grading_notebook(
@@ -126,7 +140,7 @@ def grade_submission(
     """Grade one submitted file against the lesson's exercises."""
     exercises = exercises_of(lesson)
     result = SubmissionResult(
-        path.stem, {e.name: ExerciseResult(0, len(e.hidden)) for e in exercises}
+        student_name(path), {e.name: ExerciseResult(0, len(e.hidden)) for e in exercises}
     )
     t0 = time.perf_counter()
     try:
@@ -184,18 +198,18 @@ def _run(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=None if os.environ.get("VFM_GRADE_DEBUG") else subprocess.DEVNULL,
-        text=True,
-    )
+    )  # bytes, not text: a kernel may write anything to the pipe it inherits
     token = secrets.token_hex(16)
     prefix = f"{RESULT_PREFIX} {token} "
     timed_out = False
     try:
-        given = json.dumps({"expected": expected, "token": token})
-        out, _ = proc.communicate(given, timeout=config.total_timeout)
+        given = json.dumps({"expected": expected, "token": token}).encode()
+        raw, _ = proc.communicate(given, timeout=config.total_timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill_tree(proc.pid)
-        out, _ = proc.communicate()
+        raw, _ = proc.communicate()
+    out = raw.decode("utf-8", "replace")  # result lines are ASCII JSON; the rest may be garbage
     seen: set[str] = set()
     for line in out.splitlines():
         if not line.startswith(prefix):
@@ -261,9 +275,24 @@ def grade(
         for _ in concurrent.futures.as_completed(futures):
             bar.update(1)
         bar.close()
-    results = [f.result() for f in futures]
+    results = [_result_or_failure(f, p, exercises) for f, p in zip(futures, files, strict=True)]
     write_reports(results, exercises, out)
     return results
+
+
+def _result_or_failure(
+    future: concurrent.futures.Future, path: Path, exercises: list[Exercise]
+) -> SubmissionResult:
+    """The submission's result, or zero marks with the reason when grading it failed: one
+    file never costs the other students their report."""
+    try:
+        return future.result()
+    except Exception as exc:  # a grader bug or an input nobody foresaw
+        note = f"the grader failed on this file ({type(exc).__name__}: {str(exc)[:80]})"
+        return SubmissionResult(
+            student_name(path),
+            {e.name: ExerciseResult(0, len(e.hidden), [note]) for e in exercises},
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -91,14 +91,23 @@ def hidden_seed(name: str) -> int:
 
 def hidden_cell_source(ex: Exercise, case: HiddenCase) -> str:
     """Source of the grader's hidden cell for one case: draws the inputs and prints the
-    fingerprint of the learner's result (``# NBVAL_CHECK_OUTPUT``: nbval compares it)."""
+    fingerprint of the learner's result (``# NBVAL_CHECK_OUTPUT``: nbval compares it).
+
+    The learner's function runs with its own printing and warnings silenced: nbval compares
+    everything the cell shows, so a correct answer with a debug ``print`` or one that triggers
+    a library warning would otherwise read as a wrong result."""
     return (
         "# NBVAL_CHECK_OUTPUT\n"
         f"# hidden check {ex.name}: {case.label} (added by the grader)\n"
+        "import contextlib as _contextlib, io as _io, warnings as _warnings\n"
         "import torch as _torch\n\n"
         f"{FINGERPRINT_SOURCE}\n"
         f"_g = _torch.Generator().manual_seed({hidden_seed(ex.name)})\n"
-        f"print(_fingerprint({case.call}))\n"
+        "with _warnings.catch_warnings(), _contextlib.redirect_stdout(_io.StringIO()), "
+        "_contextlib.redirect_stderr(_io.StringIO()):\n"
+        '    _warnings.simplefilter("ignore")\n'
+        f"    _result = {case.call}\n"
+        "print(_fingerprint(_result))\n"
     )
 
 

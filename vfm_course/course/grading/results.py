@@ -47,9 +47,14 @@ def write_reports(results: list[SubmissionResult], exercises: list[Exercise], ou
     ]
     for r in results:
         scores = " | ".join(f"{r.exercises[n].score:.2f}" for n in names)
-        notes = _notes(r).replace("|", "\\|")
-        lines.append(f"| {r.student} | {scores} | {r.total:.2f} / {len(names)} | {notes} |")
+        notes, student = (_cell(text) for text in (_notes(r), r.student))
+        lines.append(f"| {student} | {scores} | {r.total:.2f} / {len(names)} | {notes} |")
     (out / "grades.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: no column break, no line break."""
+    return " ".join(text.replace("|", "\\|").splitlines())
 
 
 def _notes(r: SubmissionResult) -> str:
