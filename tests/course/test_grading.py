@@ -167,6 +167,7 @@ EXPECTED = {  # student -> scores of (attention, split_merge_heads, online_softm
     "patches_print": (0.0, 1.0, 0.0),
     "edits_check_cells": (0.0, 1.0, 0.0),
     "forges_result_lines": (0.0, 1.0, 0.0),
+    "pastes_check_line": (0.0, 0.0, 0.0),
     ODD_NAME_REPORTED: (1.0, 1.0, 0.0),
     "caf\\xe9": (0.0, 0.0, 0.0),  # a file name that is not UTF-8, holding no notebook
 }
@@ -203,6 +204,12 @@ def graded(tmp_path_factory):
     nb.cells = [c for c in nb.cells if c.get("id") != "ex1-solution"]
     nbformat.write(nb, subs / "missing_cell.ipynb")
     (subs / "not_json.ipynb").write_text("this is not a notebook")
+    # An unfinished answer with the check line pasted below it: the checker hands back the
+    # reference stand-in, which once scored full marks.
+    student = nbformat.read(NOTEBOOKS / "student" / f"{LESSON}.ipynb", as_version=4)
+    stub = next(c.source for c in student.cells if c.get("id") == "ex1-solution")
+    pasted = stub + '\nmy_attention = check_exercise("attention", my_attention)'
+    _submission(subs, "pastes_check_line", {"ex1-solution": pasted})
     odd = {"ex1-solution": DEBUGGING_ATTENTION, "ex2-split": BAD_BYTES_SPLIT}
     _submission(subs, ODD_NAME, {**odd, "ex2-merge": RIGHT_MERGE}, ascii_json=True)
     with open(os.fsencode(subs) + b"/caf\xe9.ipynb", "w") as f:

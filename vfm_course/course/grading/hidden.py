@@ -95,13 +95,18 @@ def hidden_cell_source(ex: Exercise, case: HiddenCase) -> str:
 
     The learner's function runs with its own printing and warnings silenced: nbval compares
     everything the cell shows, so a correct answer with a debug ``print`` or one that triggers
-    a library warning would otherwise read as a wrong result."""
+    a library warning would otherwise read as a wrong result. A name the answer cell bound to
+    the checker's reference stand-in (``my_f = check_exercise(...)`` pasted into it) is graded
+    on the learner's own function inside it, as the checker itself does."""
     return (
         "# NBVAL_CHECK_OUTPUT\n"
         f"# hidden check {ex.name}: {case.label} (added by the grader)\n"
         "import contextlib as _contextlib, io as _io, warnings as _warnings\n"
         "import torch as _torch\n\n"
         f"{FINGERPRINT_SOURCE}\n"
+        f"for _name in {tuple(ex.functions)!r}:\n"
+        '    if hasattr(globals().get(_name), "__vfm_learner__"):\n'
+        "        globals()[_name] = globals()[_name].__vfm_learner__\n"
         f"_g = _torch.Generator().manual_seed({hidden_seed(ex.name)})\n"
         "with _warnings.catch_warnings(), _contextlib.redirect_stdout(_io.StringIO()), "
         "_contextlib.redirect_stderr(_io.StringIO()):\n"
