@@ -28,7 +28,8 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 ## The whole test suite: lint + format check, unit/parity tests, nbval over every notebook
-## (solution and student versions), the book build and its headless-Chromium render.
+## (solution and student versions), the book build and its headless-Chromium render, and lesson
+## 01 plus one explorer driven in JupyterLab (headless Chromium through Selenium).
 test: setup lint test-deps
 	$(PYTEST) $(XDIST) tests notebooks $(NBVAL)
 
