@@ -13,10 +13,12 @@ from vfm_course.course.exercises.registry import EXERCISES, check_exercise, exer
 from vfm_course.course.grading.hidden import (
     BOUNDARY_MARGIN,
     boundary_margin,
+    draw_hidden_seeds,
     fingerprint,
     hidden_cell_source,
     hidden_seed,
     reference_outputs,
+    run_case,
 )
 from vfm_course.course.student import BEGIN
 
@@ -82,6 +84,19 @@ def test_hidden_outputs_are_far_from_rounding_boundaries(name):
                 for x in [flat.sum(), flat.abs().sum(), *picks]:
                     scaled = float(x) * 1000
                     assert abs(scaled - math.floor(scaled) - 0.5) > BOUNDARY_MARGIN
+
+
+def test_each_grading_run_draws_new_secret_hidden_seeds():
+    names = ["attention", "split_merge_heads"]
+    first, second = draw_hidden_seeds(names), draw_hidden_seeds(names)
+    assert set(first) == set(names)
+    assert all(first[n] != second[n] for n in names)  # 2**62 possible starts: never equal
+    assert all(first[n] != hidden_seed(n) for n in names)  # not the seeds the package ships
+    ex = EXERCISES["attention"]
+    seed = first["attention"]
+    assert boundary_margin(run_case(ex, ex.hidden[0], ex.references, seed)) > BOUNDARY_MARGIN
+    assert f"manual_seed({seed})" in hidden_cell_source(ex, ex.hidden[0], seed)
+    assert reference_outputs(ex, seed) != reference_outputs(ex)
 
 
 def test_boundary_margin_measures_distance_to_the_rounding_boundary():

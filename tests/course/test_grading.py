@@ -168,6 +168,7 @@ EXPECTED = {  # student -> scores of (attention, split_merge_heads, online_softm
     "edits_check_cells": (0.0, 1.0, 0.0),
     "forges_result_lines": (0.0, 1.0, 0.0),
     "pastes_check_line": (0.0, 0.0, 0.0),
+    "duplicates_answer_cell": (0.0, 0.0, 0.0),
     ODD_NAME_REPORTED: (1.0, 1.0, 0.0),
     "caf\\xe9": (0.0, 0.0, 0.0),  # a file name that is not UTF-8, holding no notebook
 }
@@ -210,6 +211,12 @@ def graded(tmp_path_factory):
     stub = next(c.source for c in student.cells if c.get("id") == "ex1-solution")
     pasted = stub + '\nmy_attention = check_exercise("attention", my_attention)'
     _submission(subs, "pastes_check_line", {"ex1-solution": pasted})
+    # A collapsed copy of a right answer near the top, with the answer's id, above a wrong one.
+    nb = nbformat.read(NOTEBOOKS / "student" / f"{LESSON}.ipynb", as_version=4)
+    visible = next(c for c in nb.cells if c.get("id") == "ex1-solution")
+    visible.source = UNSCALED_ATTENTION
+    nb.cells.insert(1, nbformat.v4.new_code_cell(RIGHT_ATTENTION, id="ex1-solution"))
+    (subs / "duplicates_answer_cell.ipynb").write_text(json.dumps(nb))  # as the file holds it
     odd = {"ex1-solution": DEBUGGING_ATTENTION, "ex2-split": BAD_BYTES_SPLIT}
     _submission(subs, ODD_NAME, {**odd, "ex2-merge": RIGHT_MERGE}, ascii_json=True)
     with open(os.fsencode(subs) + b"/caf\xe9.ipynb", "w") as f:
@@ -243,6 +250,7 @@ def test_reasons_are_reported(graded):
     assert "time limit" in notes["loops_forever"]
     assert "boolean mask: wrong result" in notes["mask_ignored"]
     assert "ex1-solution is missing" in notes["missing_cell"]
+    assert "ex1-solution appears more than once" in notes["duplicates_answer_cell"]
     assert "not a readable notebook" in notes["not_json"]
     assert "not a readable notebook" in notes["truncated"]
     assert "crashed" in notes["crashes_in_split"] or "not run" in notes["crashes_in_split"]

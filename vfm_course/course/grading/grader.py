@@ -10,7 +10,9 @@ answer cells from the submission (by cell id):
 3. hidden check cells, one per :class:`~vfm_course.course.exercises.HiddenCase`: each draws
    inputs from a seeded generator, calls the learner's function and prints a rounded
    fingerprint of the result, and is marked ``# NBVAL_CHECK_OUTPUT``. The expected text is the
-   reference implementation's fingerprint.
+   reference implementation's fingerprint. The seeds are drawn afresh and secretly for every
+   run (:func:`~vfm_course.course.grading.hidden.draw_hidden_seeds`), so no answer can be
+   looked up from inputs known in advance.
 
 nbval then runs each notebook in a fresh kernel and compares the printed text with the stored
 one *in the pytest process*, so nothing the learner's code does inside its kernel (patching
@@ -47,7 +49,7 @@ from tqdm.auto import tqdm
 
 from ..exercises.exercise import Exercise
 from ..exercises.registry import EXERCISES, SETUP_CELLS, exercises_of
-from .hidden import hidden_cell_source, reference_outputs
+from .hidden import draw_hidden_seeds, hidden_cell_source, reference_outputs
 from .nbval import RESULT_PREFIX
 from .results import ExerciseResult, SubmissionResult, summary, write_reports
 
@@ -64,12 +66,25 @@ class GradeConfig:
 # ----------------------------------------------------------------------------- notebooks
 
 
-def _answer_cells(submission: nbformat.NotebookNode, ex: Exercise) -> list[str]:
-    """The submission's source for each of the exercise's answer cells (KeyError if missing)."""
+def _answer_cells(
+    submission: nbformat.NotebookNode, ex: Exercise, file_ids: list[str] | None = None
+) -> list[str]:
+    """The submission's source for each of the exercise's answer cells (KeyError if missing
+    or if ``file_ids``, the cell ids as the file holds them, repeat one)."""
     by_id = {c.get("id"): c for c in submission.cells if c.get("cell_type") == "code"}
     missing = [cell_id for cell_id in ex.cells if cell_id not in by_id]
     if missing:
         raise KeyError(f"answer cell {', '.join(missing)} is missing")
+    # Two cells with an answer's id: which one is the answer is not for the grader to guess.
+    # nbformat renames the later copies while reading, so the file's own ids are checked: the
+    # first copy may be a collapsed cell near the top, not the visible answer.
+    ids = file_ids if file_ids is not None else [c.get("id") for c in submission.cells]
+    repeated = [cell_id for cell_id in ex.cells if ids.count(cell_id) > 1]
+    if repeated:
+        raise KeyError(
+            f"answer cell {', '.join(repeated)} appears more than once; keep one cell with "
+            f"that id (a copied cell keeps its id: delete the copy)"
+        )
     # A lone surrogate (valid in a notebook's JSON, not in UTF-8) would stop the grading
     # notebook from being written at all; as "?" the rest of the answer is still graded.
     return [_utf8(str(by_id[cell_id].source)) for cell_id in ex.cells]
@@ -88,7 +103,7 @@ def student_name(path: Path) -> str:
 
 
 def grading_notebook(
-    reference: nbformat.NotebookNode, answers: list[str], ex: Exercise
+    reference: nbformat.NotebookNode, answers: list[str], ex: Exercise, seed: int | None = None
 ) -> nbformat.NotebookNode:
     """Set-up cell (reference) + answer cells (submission) + hidden check cells.
 
@@ -101,17 +116,17 @@ def grading_notebook(
     for i, source in enumerate(answers):
         nb.cells.append(nbformat.v4.new_code_cell(source, id=f"answer-{i}"))
     for i, case in enumerate(ex.hidden):
-        cell = nbformat.v4.new_code_cell(hidden_cell_source(ex, case), id=f"hidden-{i}")
+        cell = nbformat.v4.new_code_cell(hidden_cell_source(ex, case, seed), id=f"hidden-{i}")
         cell.execution_count = i + 1  # nbval compares only cells that have run
         nb.cells.append(cell)
     return nb
 
 
-def expected_outputs(ex: Exercise) -> list[list[dict]]:
+def expected_outputs(ex: Exercise, seed: int | None = None) -> list[list[dict]]:
     """The outputs each hidden cell must produce: the reference's fingerprint on stdout."""
     return [
         [nbformat.v4.new_output("stream", name="stdout", text=text)]
-        for text in reference_outputs(ex)
+        for text in reference_outputs(ex, seed)
     ]
 
 
@@ -135,10 +150,16 @@ def _kill_tree(pid: int) -> None:
 
 
 def grade_submission(
-    path: Path, reference: nbformat.NotebookNode, lesson: str, config: GradeConfig
+    path: Path,
+    reference: nbformat.NotebookNode,
+    lesson: str,
+    config: GradeConfig,
+    seeds: dict[str, int] | None = None,
 ) -> SubmissionResult:
-    """Grade one submitted file against the lesson's exercises."""
+    """Grade one submitted file against the lesson's exercises, with hidden inputs drawn from
+    ``seeds`` (exercise -> seed; default: each exercise's :func:`hidden_seed`)."""
     exercises = exercises_of(lesson)
+    seeds = seeds or {}
     result = SubmissionResult(
         student_name(path), {e.name: ExerciseResult(0, len(e.hidden)) for e in exercises}
     )
@@ -147,6 +168,8 @@ def grade_submission(
         submission = nbformat.read(path, as_version=4)
         if not isinstance(submission.get("cells"), list):
             raise ValueError("it has no list of cells")
+        raw_cells = json.loads(path.read_bytes()).get("cells", [])
+        file_ids = [c.get("id") for c in raw_cells if isinstance(c, dict)]
     except Exception as exc:  # anything unreadable: every exercise is missing
         for r in result.exercises.values():
             r.notes.append(f"not a readable notebook ({type(exc).__name__}: {str(exc)[:80]})")
@@ -158,16 +181,16 @@ def grade_submission(
         notebooks = []
         for ex in exercises:
             try:
-                answers = _answer_cells(submission, ex)
+                answers = _answer_cells(submission, ex, file_ids)
             except KeyError as exc:
                 result.exercises[ex.name].notes.append(str(exc.args[0]))
                 continue
-            nb = grading_notebook(reference, answers, ex)
+            nb = grading_notebook(reference, answers, ex, seeds.get(ex.name))
             name = f"{ex.name}.ipynb"
             nbformat.write(nb, workdir / name)
             notebooks.append(name)
             first_hidden = len(nb.cells) - len(ex.hidden)
-            for i, outputs in enumerate(expected_outputs(ex)):
+            for i, outputs in enumerate(expected_outputs(ex, seeds.get(ex.name))):
                 nodeid = f"{name}::Cell {first_hidden + i}"
                 cases[nodeid] = (ex.name, i)
                 expected[nodeid] = outputs
@@ -267,8 +290,11 @@ def grade(
         raise FileExistsError(f"{existing[0]} exists; pass --force to replace it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
     reference = nbformat.read(ref_path, as_version=4)
+    seeds = draw_hidden_seeds([e.name for e in exercises])  # secret, new for every run
     with concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs) as pool:
-        futures = [pool.submit(grade_submission, p, reference, lesson, config) for p in files]
+        futures = [
+            pool.submit(grade_submission, p, reference, lesson, config, seeds) for p in files
+        ]
         bar = tqdm(
             total=len(files), desc=f"grading {lesson}", unit="submission", disable=not progress
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import secrets
 from typing import Any
 
 import torch
@@ -74,13 +75,15 @@ def boundary_margin(value: Any) -> float:
 
 
 @functools.cache
-def hidden_seed(name: str) -> int:
-    """The seed of exercise ``name``'s hidden inputs: the first from ``Exercise.seed`` on for
-    which every value the reference prints is at least ``BOUNDARY_MARGIN`` from a rounding
-    boundary. Text comparison at 3 decimals would otherwise fail an equally correct answer
-    whose float error (about 1e-6 here) crossed the boundary."""
+def hidden_seed(name: str, start: int | None = None) -> int:
+    """The seed of exercise ``name``'s hidden inputs: the first from ``start`` (default
+    ``Exercise.seed``) on for which every value the reference prints is at least
+    ``BOUNDARY_MARGIN`` from a rounding boundary. Text comparison at 3 decimals would otherwise
+    fail an equally correct answer whose float error (about 1e-6 here) crossed the boundary.
+    The grader starts from a secret number drawn for each run (:func:`draw_hidden_seeds`)."""
     ex = EXERCISES[name]
-    for seed in range(ex.seed, ex.seed + 1000):
+    start = ex.seed if start is None else start
+    for seed in range(start, start + 1000):
         if all(
             boundary_margin(run_case(ex, case, ex.references, seed)) > BOUNDARY_MARGIN
             for case in ex.hidden
@@ -89,7 +92,14 @@ def hidden_seed(name: str) -> int:
     raise RuntimeError(f"no boundary-safe seed for exercise {name!r} in 1000 tries")
 
 
-def hidden_cell_source(ex: Exercise, case: HiddenCase) -> str:
+def draw_hidden_seeds(names: list[str]) -> dict[str, int]:
+    """A fresh, secret hidden seed for each exercise in ``names``, for one grading run. The
+    inputs of the hidden cells are then known to nobody before the run (the package ships
+    only the lesson's own seeds), so answers cannot be precomputed into a lookup table."""
+    return {name: hidden_seed(name, secrets.randbelow(2**62)) for name in names}
+
+
+def hidden_cell_source(ex: Exercise, case: HiddenCase, seed: int | None = None) -> str:
     """Source of the grader's hidden cell for one case: draws the inputs and prints the
     fingerprint of the learner's result (``# NBVAL_CHECK_OUTPUT``: nbval compares it).
 
@@ -97,7 +107,9 @@ def hidden_cell_source(ex: Exercise, case: HiddenCase) -> str:
     everything the cell shows, so a correct answer with a debug ``print`` or one that triggers
     a library warning would otherwise read as a wrong result. A name the answer cell bound to
     the checker's reference stand-in (``my_f = check_exercise(...)`` pasted into it) is graded
-    on the learner's own function inside it, as the checker itself does."""
+    on the learner's own function inside it, as the checker itself does. ``seed`` defaults to
+    :func:`hidden_seed`'s."""
+    seed = hidden_seed(ex.name) if seed is None else seed
     return (
         "# NBVAL_CHECK_OUTPUT\n"
         f"# hidden check {ex.name}: {case.label} (added by the grader)\n"
@@ -107,7 +119,7 @@ def hidden_cell_source(ex: Exercise, case: HiddenCase) -> str:
         f"for _name in {tuple(ex.functions)!r}:\n"
         '    if hasattr(globals().get(_name), "__vfm_learner__"):\n'
         "        globals()[_name] = globals()[_name].__vfm_learner__\n"
-        f"_g = _torch.Generator().manual_seed({hidden_seed(ex.name)})\n"
+        f"_g = _torch.Generator().manual_seed({seed})\n"
         "with _warnings.catch_warnings(), _contextlib.redirect_stdout(_io.StringIO()), "
         "_contextlib.redirect_stderr(_io.StringIO()):\n"
         '    _warnings.simplefilter("ignore")\n'
@@ -116,7 +128,8 @@ def hidden_cell_source(ex: Exercise, case: HiddenCase) -> str:
     )
 
 
-def reference_outputs(ex: Exercise) -> list[str]:
-    """What each hidden cell prints for the reference implementation (the expected text)."""
-    seed = hidden_seed(ex.name)
+def reference_outputs(ex: Exercise, seed: int | None = None) -> list[str]:
+    """What each hidden cell prints for the reference implementation (the expected text), for
+    inputs drawn from ``seed`` (default :func:`hidden_seed`'s)."""
+    seed = hidden_seed(ex.name) if seed is None else seed
     return [fingerprint(run_case(ex, case, ex.references, seed)) + "\n" for case in ex.hidden]
