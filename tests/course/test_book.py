@@ -100,6 +100,13 @@ def test_every_lesson_page_shows_its_finished_progress_bars(site, lesson):
     assert "0%|          |" not in html
 
 
+@pytest.mark.parametrize("page", ["book/intro.html", f"notebooks/{LESSONS[0]}.html"])
+def test_pages_have_the_logo(site, page):
+    html = (site / page).read_text()
+    assert re.search(r'<img[^>]+src="[^"]*_static/logo\.svg"', html), "no logo"
+    assert (site / "_static" / "logo.svg").exists()
+
+
 def test_appendix_pages_exist_and_the_runtime_table_is_in_the_book(site):
     for page in ["intro", "setup", "profiles", "instructor_guide", "runtimes"]:
         assert (site / "book" / f"{page}.html").exists(), page
