@@ -10,6 +10,9 @@ NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sani
 # thread each, so two workers never ask for more threads than the two cores CI has.
 XDIST  ?= -n 2 --dist loadfile
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+# The student notebooks are stored without outputs: nbval checks that every cell runs, which the
+# smoke profile (the tiny one with a tenth of the live steps) checks in a fraction of the time.
+SMOKE_NOTEBOOKS = VFM_PROFILE=smoke $(PYTEST) $(XDIST) notebooks/student $(NBVAL)
 LINTED := vfm_course tests bench notebooks setup.py book/_ext
 
 .PHONY: setup lab test lint unit notebooks-test notebooks student grade book test-deps bench lock clean \
@@ -31,7 +34,8 @@ lab: setup
 ## (solution and student versions), the book build and its headless-Chromium render, and lesson
 ## 01 plus one explorer driven in JupyterLab (headless Chromium through Selenium).
 test: setup lint test-deps
-	$(PYTEST) $(XDIST) tests notebooks $(NBVAL)
+	$(PYTEST) $(XDIST) tests notebooks/[0-9]*.ipynb $(NBVAL)
+	$(SMOKE_NOTEBOOKS)
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)
@@ -41,7 +45,8 @@ unit: setup
 	$(PYTEST) $(XDIST) tests
 
 notebooks-test: setup
-	$(PYTEST) $(XDIST) notebooks $(NBVAL)
+	$(PYTEST) $(XDIST) notebooks/[0-9]*.ipynb $(NBVAL)
+	$(SMOKE_NOTEBOOKS)
 
 ## Drift check, not part of `make test` (run it on a schedule): a fresh venv with the newest
 ## releases pyproject.toml's ranges allow (no requirements-lock.txt, as on Colab), then the unit

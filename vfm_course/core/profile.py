@@ -3,18 +3,24 @@
 ``VFM_PROFILE=tiny|full`` picks the profile; without it, ``full`` is used when CUDA is present
 and ``tiny`` otherwise. ``VFM_DEVICE=cpu|cuda|mps`` overrides the device choice. Notebooks read
 every size from the profile, so nothing is written twice for the two profiles.
+
+A third profile, ``smoke``, is for CI alone: the tiny profile's data and models with a tenth of
+its live training steps. ``make test`` runs the student notebooks with it. They are stored
+without outputs, so nbval only checks that every cell runs (the stand-ins, the checkers'
+fallbacks, the cells after them), which a short run checks as well as a long one; the
+solution notebooks, whose printed results nbval compares, run in the tiny profile.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .validate import check_choice
 
-PROFILE_NAMES = ("tiny", "full")
+PROFILE_NAMES = ("tiny", "full", "smoke")
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ PROFILES: dict[str, Profile] = {
         vit_preset="vit_course_small",
     ),
 }
+PROFILES["smoke"] = replace(PROFILES["tiny"], name="smoke", live_steps=30)
 
 
 def pick_device(preferred: str | None = None) -> torch.device:
