@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -183,3 +185,22 @@ def test_history_round_trips():
     h.record(1, 0.5, 1e-3, {"acc": 0.25})
     h.record_eval(1, {"acc": 0.5})
     assert History.from_dict(h.to_dict()) == h
+
+
+def test_after_step_runs_once_per_step_without_gradients_and_across_a_resume(tmp_path):
+    x, y = make_problem()
+    calls = []
+
+    def after_step(model, step):
+        calls.append((step, torch.is_grad_enabled()))
+        with torch.no_grad():  # a weight the optimizer does not own, moved by the hook alone
+            model[0].bias.zero_()
+
+    path = str(tmp_path / "run.safetensors")
+    cfg = TrainConfig(steps=6, lr=1e-2, progress=False, checkpoint_path=path)
+    model = make_model()
+    fit(model, ce_loss, ShuffledLoader(x, y, 64), replace(cfg, steps=4), after_step=after_step)
+    assert calls == [(s, False) for s in range(1, 5)]
+    fit(model, ce_loss, ShuffledLoader(x, y, 64), cfg, after_step=after_step)  # resumes at 4
+    assert [s for s, _ in calls] == [1, 2, 3, 4, 5, 6]
+    assert torch.equal(model[0].bias, torch.zeros(32))  # the hook ran after the last step

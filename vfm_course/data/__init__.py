@@ -25,6 +25,7 @@ from .colour import (
 )
 from .datasets import AUTO, SPLIT_SEEDS, get_classification_data, load_digits, load_shapes
 from .loaders import BatchLoader, images_to_tensor
+from .multicrop import GLOBAL_AUGMENT, LOCAL_AUGMENT, MultiCropConfig, multi_crop
 from .raster import (
     add_clutter,
     add_noise,

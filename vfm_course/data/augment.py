@@ -182,9 +182,13 @@ class AugmentConfig:
 
 
 def augment(
-    x: torch.Tensor, cfg: AugmentConfig = AugmentConfig(), generator: torch.Generator | None = None
+    x: torch.Tensor,
+    cfg: AugmentConfig = AugmentConfig(),
+    generator: torch.Generator | None = None,
+    size: int | None = None,
 ) -> torch.Tensor:
-    """One random SimCLR view of every image: (B, C, H, W) in [0, 1] -> same shape, in [0, 1].
+    """One random SimCLR view of every image: (B, C, H, W) in [0, 1] -> (B, C, S, S) in
+    [0, 1], where the crop is resized to side S = ``size`` (default: the input's H x W).
 
     Every image draws its own parameters, from ``generator`` or (when None) torch's global RNG,
     which :func:`vfm_course.train.fit` seeds. Unlike torchvision's ``ColorJitter``, the jitter
@@ -204,7 +208,8 @@ def augment(
         return torch.where(on, _uniform(B, max(0.0, 1 - s), 1 + s, generator, dev), 1.0)
 
     boxes = random_resized_crop_boxes(B, H, W, cfg.crop_scale, cfg.crop_ratio, generator)
-    x = resized_crop(x, boxes.to(dev), (H, W))
+    x = resized_crop(x, boxes.to(dev), (H, W) if size is None else size)
+    H, W = x.shape[-2:]  # the crop's size from here on
     x = hflip(x, coin(cfg.flip_p))
     jitter = coin(cfg.jitter_p)
     x = adjust_brightness(x, factors(cfg.brightness, jitter))

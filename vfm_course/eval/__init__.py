@@ -1,7 +1,14 @@
 """Evaluation: classification and dense metrics (equal to torchmetrics), linear and k-NN probes,
-zero-shot classification, time and memory profiling.
+zero-shot classification, attention-map segmentation, time and memory profiling.
 """
 
+from .attention_masks import (
+    attention_iou,
+    cls_attention,
+    mask_iou,
+    patch_mask_to_pixels,
+    top_mass_mask,
+)
 from .classification import accuracy, confusion_matrix, evaluate_classifier
 from .dense_metrics import (
     COCO_IOU_THRESHOLDS,

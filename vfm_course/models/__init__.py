@@ -1,5 +1,5 @@
 """Models built from the layers: the course ViT (and its timm twin), the SmallCNN, the text tower,
-CLIP, SimCLR and MAE wrappers, dense-feature adapters, classifiers from encoders, and the
+CLIP, SimCLR, MAE and DINO wrappers, dense-feature adapters, classifiers from encoders, and the
 registry that builds or loads them by name.
 """
 
@@ -14,6 +14,8 @@ from .classifier import (
 from .clip import CLIP, CLIP_PRESETS, MAX_LOGIT_SCALE, CLIPConfig
 from .cnn import CNN_PRESETS, CNNConfig, SmallCNN, conv_bn_relu
 from .dense_features import DenseEncoder, resize_vit, tokens_to_feature_map
+from .dino import DINO, DINO_PRESETS, DINOBranch, DINOConfig, encode_views, teacher_momentum
+from .dino_head import DINOHead, WeightNormLinear
 from .mae import MAE_PRESETS, NORM_PIX_EPS, MAEConfig, MaskedAutoencoder, masked_patch_loss
 from .registry import (
     build_model,

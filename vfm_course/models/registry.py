@@ -20,6 +20,7 @@ from ..train.checkpoint import load_weights, read_checkpoint
 from .classifier import backbone
 from .clip import CLIP, CLIPConfig
 from .cnn import SmallCNN
+from .dino import DINO, DINOConfig
 from .mae import MAEConfig, MaskedAutoencoder
 from .simclr import SimCLR, SimCLRConfig
 from .vit import VisionTransformer, ViTConfig
@@ -77,6 +78,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         return MaskedAutoencoder(MAEConfig.from_dict(config))
     if kind == "SimCLRConfig":
         return SimCLR(SimCLRConfig.from_dict(config))
+    if kind == "DINOConfig":
+        return DINO(DINOConfig.from_dict(config))
     if kind == "CLIPConfig":
         return CLIP(CLIPConfig.from_dict(config))
     raise CheckpointError(f"don't know how to build a model from a config of type {kind!r}")

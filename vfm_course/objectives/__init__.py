@@ -11,6 +11,15 @@ from .contrastive import (
     nt_xent_loss,
     simclr_loss_fn,
 )
+from .dino import (
+    collapse_stats,
+    dino_after_step,
+    dino_cross_entropy,
+    dino_loss_fn,
+    max_entropy,
+    teacher_targets,
+    update_center,
+)
 from .distillation import distillation_loss, distillation_loss_fn
 from .mae import mae_loss_fn
 from .supervised import classification_loss

@@ -1,4 +1,4 @@
-"""Self-supervised and image-text pretraining recipes (SimCLR, MAE, mini-CLIP)."""
+"""Self-supervised and image-text pretraining recipes (SimCLR, MAE, DINO, mini-CLIP)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from ..eval.probe import probe_encoder
 from ..eval.zero_shot import zero_shot_accuracy
 from ..models.classifier import backbone
 from ..models.clip import CLIP, CLIP_PRESETS
+from ..models.dino import DINO, DINO_PRESETS
 from ..models.mae import MAE_PRESETS, MaskedAutoencoder
 from ..models.simclr import SIMCLR_PRESETS, SimCLR
 from ..objectives.clip import clip_loss_fn
 from ..objectives.contrastive import simclr_loss_fn
+from ..objectives.dino import dino_after_step, dino_loss_fn
 from ..objectives.mae import mae_loss_fn
 from ..train import distributed as dist
 from ..train.engine import fit
@@ -32,7 +34,10 @@ _PRETRAIN = {
     "mae": (MAE_PRESETS, MaskedAutoencoder, mae_loss_fn),
     "simclr": (SIMCLR_PRESETS, SimCLR, simclr_loss_fn),
     "clip": (CLIP_PRESETS, CLIP, clip_loss_fn),
+    "dino": (DINO_PRESETS, DINO, dino_loss_fn),
 }
+# method -> after_step factory of the total steps, for weights updated outside the optimizer
+_AFTER_STEP = {"dino": dino_after_step}
 
 
 def _rounded(results: dict[str, float]) -> dict[str, float]:
@@ -84,6 +89,7 @@ def pretrain(
     torch.manual_seed(recipe.seed)
     model = model_cls(config)
     loader = BatchLoader(x_train, inputs, recipe.batch_size, shuffle=True, seed=recipe.seed)
+    after_step = _AFTER_STEP[recipe.method](recipe.steps) if recipe.method in _AFTER_STEP else None
     history = fit(
         model,
         loss_factory(),
@@ -94,6 +100,7 @@ def pretrain(
             progress,
             checkpoint_path=checkpoint_path,
         ),
+        after_step=after_step,
     )
     results = {
         "train_seconds": round(history.seconds, 1),

@@ -42,10 +42,11 @@ class ClassifierRecipe:
 class PretrainRecipe:
     """Pretraining of a tiny encoder on the shapes world without class labels.
 
-    ``method`` is "mae" (masked autoencoder), "simclr" (contrastive, two augmented views) or
-    "clip" (images against their captions); ``preset`` names a config in that method's presets
-    table. Labels are used only afterwards, to *measure* the frozen encoder (linear probe and
-    k-NN on the test split; zero-shot accuracy for CLIP).
+    ``method`` is "mae" (masked autoencoder), "simclr" (contrastive, two augmented views),
+    "dino" (self-distillation, multi-crop views) or "clip" (images against their captions);
+    ``preset`` names a config in that method's presets table. Labels are used only afterwards,
+    to *measure* the frozen encoder (linear probe and k-NN on the test split; zero-shot
+    accuracy for CLIP).
     """
 
     method: str

@@ -156,6 +156,7 @@ def fit(
     *,
     eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    after_step: Callable[[nn.Module, int], None] | None = None,
 ) -> History:
     """Train ``model`` for ``config.steps`` optimizer steps on ``loss_fn`` and return a History.
 
@@ -165,7 +166,9 @@ def fit(
     every ``eval_every`` steps and at the end. Pass ``optimizer`` to use your own (for example
     with per-layer learning rates); its groups' ``lr`` are taken as the base rates. With
     ``checkpoint_path`` set, an existing checkpoint there is resumed from (``resume=True``) and
-    a Ctrl-C / kernel interrupt saves one before returning.
+    a Ctrl-C / kernel interrupt saves one before returning. ``after_step(model, step)`` runs
+    without gradients after optimizer step ``step`` (1 to ``steps``), on every rank: for weights
+    that follow the trained ones untrained, like DINO's momentum teacher (an EMA of the student).
 
     Under torchrun (or in any initialized process group of N > 1 ranks) the same call trains
     data-parallel: each rank takes its ``1/N`` share of every global batch (the loader is
@@ -273,6 +276,9 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(model, step)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 value = mean_loss.item()
                 if distributed:
