@@ -129,3 +129,16 @@ def test_presets_and_config_checks():
         DINOConfig(encoder=vit_config("vit_course_tiny"))
     with pytest.raises(ValueError, match="center_momentum"):
         tiny_cfg(center_momentum=1.5)
+
+
+def test_head_with_batchnorm_standardises_hidden_units_over_the_batch():
+    torch.manual_seed(0)
+    head = DINOHead(16, 10, hidden_dim=12, bottleneck_dim=6, use_bn=True)
+    assert [type(m).__name__ for m in head.mlp] == [
+        "Linear", "BatchNorm1d", "GELU", "Linear", "BatchNorm1d", "GELU", "Linear",
+    ]  # fmt: skip
+    # Inputs that differ only by a tiny amount around a common vector still give clearly
+    # different outputs: the BatchNorm removes what the images share.
+    x = torch.randn(1, 16) + 1e-3 * torch.randn(8, 16)
+    plain = DINOHead(16, 10, hidden_dim=12, bottleneck_dim=6)
+    assert head(x).std(dim=0).mean() > 10 * plain(x).std(dim=0).mean()

@@ -47,6 +47,7 @@ class DINOConfig:
     hidden_dim: int = 512
     bottleneck_dim: int = 64
     norm_last_layer: bool = True
+    use_bn: bool = False
     student_temp: float = 0.1
     teacher_temp: float = 0.04
     center_momentum: float = 0.9
@@ -153,6 +154,7 @@ class DINOBranch(nn.Module):
             cfg.hidden_dim,
             cfg.bottleneck_dim,
             norm_last_layer=cfg.norm_last_layer,
+            use_bn=cfg.use_bn,
         )
 
     def forward(self, views: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -49,8 +49,12 @@ class DINOHead(nn.Module):
     """``mlp`` (``nlayers`` Linear layers with GELU between, ending in a ``bottleneck_dim``
     vector), L2-normalisation, then ``last_layer`` (:class:`WeightNormLinear`) to ``out_dim``.
 
-    Parameter names follow DINO's ``DINOHead``: ``mlp.{0,2,4}`` (Linear layers at the even
-    indices of the Sequential) and ``last_layer.weight_{g,v}``. The MLP's Linear weights use
+    Parameter names follow DINO's ``DINOHead``: ``mlp.{0,2,4}`` (the Linear layers; with
+    ``use_bn`` a BatchNorm1d follows each hidden Linear, ``mlp.{0,3,6}``) and
+    ``last_layer.weight_{g,v}``. BatchNorm is DINO's option for its ResNet runs; it matters when
+    the backbone's features start almost alike across images (see ``DINO_PRESETS``): it
+    standardises every hidden unit over the batch, so what differs between images is what the
+    head passes on. The MLP's Linear weights use
     the course's init (``init_linear``, trunc-normal 0.02 for ``"timm"`` as DINO does).
 
     Shapes: (B, in_dim) -> (B, out_dim).
@@ -64,6 +68,7 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 64,
         nlayers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         for value, name in (
@@ -78,7 +83,9 @@ class DINOHead(nn.Module):
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Linear(a, b))
-            if i < nlayers - 1:  # no activation after the bottleneck
+            if i < nlayers - 1:  # no normalisation or activation after the bottleneck
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(b))
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp:
