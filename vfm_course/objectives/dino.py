@@ -144,20 +144,18 @@ def dino_loss_fn(
                 "dino_loss_fn needs a DINOConfig: pass dino_loss_fn(cfg) or train a DINO "
                 "model (whose .cfg is one)"
             )
-        # Under DistributedDataParallel the DINO module sits in .module.
-        dino = getattr(model, "module", model)
         images = batch[0] if isinstance(batch, list | tuple) else batch
         views = multi_crop(images, c.crops)
         student_out = model(views)  # (V * B, K)
-        teacher_out = dino.forward_teacher(views[: c.crops.n_global])  # (n * B, K)
+        teacher_out = model.forward_teacher(views[: c.crops.n_global])  # (n * B, K)
         # Softmaxes in fp32 even under bf16 autocast: dividing by 0.04 magnifies rounding 25x.
         with torch.autocast(student_out.device.type, enabled=False):
             student_out, teacher_out = student_out.float(), teacher_out.float()
-            center = dino.center if c.centering else torch.zeros_like(dino.center)
+            center = model.center if c.centering else torch.zeros_like(model.center)
             targets = teacher_targets(teacher_out, center, c.teacher_temp)
             loss = dino_cross_entropy(student_out, targets, c.student_temp, c.crops.n_global)
         if c.centering:
-            update_center(dino.center, teacher_out, c.center_momentum)
+            update_center(model.center, teacher_out, c.center_momentum)
         return loss, collapse_stats(targets)
 
     return loss_fn
