@@ -120,12 +120,16 @@ def browser(tmp_path_factory):
 def _open(browser, lab, name: str, timeout: float = 120) -> None:
     url, token = lab
     browser.get(f"{url}/lab/tree/{name}?token={token}")
-    _wait(browser, "return !!(window.jupyterapp && window.jupyterapp.shell.currentWidget "
-          "&& window.jupyterapp.shell.currentWidget.sessionContext "
-          "&& window.jupyterapp.shell.currentWidget.sessionContext.session "
-          "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel "
-          "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status "
-          "=== 'idle')", timeout, f"{name} opened with an idle kernel")  # fmt: skip
+    # The notebook itself must be the current widget: JupyterLab may restore an earlier one
+    # first, and "run all" acts on whatever is current.
+    ready = (
+        "const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        "const k = w && w.sessionContext && w.sessionContext.session"
+        " && w.sessionContext.session.kernel;"
+        f"return !!(w && w.context && w.context.path.endsWith({name!r})"
+        " && k && k.status === 'idle');"
+    )
+    _wait(browser, ready, timeout, f"{name} is open with an idle kernel")
 
 
 def _wait(browser, script: str, timeout: float, what: str):
@@ -165,7 +169,7 @@ def test_lesson_01_runs_top_to_bottom_in_jupyterlab(lab, browser):
 
 def test_an_explorer_redraws_when_its_slider_moves(lab, browser):
     _open(browser, lab, EXPLORER)
-    _run_all(browser, timeout=180)
+    _run_all(browser, timeout=300)
     picture = "return (document.querySelector('.widget-image') || {}).src || ''"
     before = _wait(browser, picture, 60, "the explorer shows its picture")
     handle = browser.find_elements(By.CSS_SELECTOR, ".widget-slider .noUi-handle")
