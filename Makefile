@@ -15,8 +15,8 @@ PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 SMOKE_NOTEBOOKS = VFM_PROFILE=smoke $(PYTEST) $(XDIST) notebooks/student $(NBVAL)
 LINTED := vfm_course tests bench notebooks setup.py book/_ext
 
-.PHONY: setup lab test lint unit notebooks-test notebooks student grade book test-deps bench lock clean \
-        test-latest
+.PHONY: setup lab test lint unit notebooks-test notebooks student grade grade-deps book test-deps \
+        bench lock clean test-latest
 
 setup: $(STAMP)
 
@@ -79,12 +79,25 @@ $(MATHJAX):
 	rm -rf book/.mathjax/site && mkdir -p book/.mathjax/site
 	cp -r book/.mathjax/node_modules/mathjax/es5 book/.mathjax/site/mathjax
 
-## What the book tests need besides Python: Debian's Chromium (apt) and MathJax (npm).
-test-deps: $(MATHJAX)
-	@command -v chromium >/dev/null || { \
+## Debian packages, installed only when missing, and said before apt runs: $(1) = the commands
+## to look for, $(2) = the packages that bring them.
+define apt_install
+	@missing=""; for c in $(1); do command -v $$c >/dev/null || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages $(2) (apt-get; sudo when not root)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2); fi
+endef
+
+## What the tests need besides Python: Debian's Chromium (the book and JupyterLab tests) and
+## bubblewrap (the grader's sandbox), MathJax (npm).
+test-deps: $(MATHJAX)
+	$(call apt_install,chromium chromedriver bwrap,chromium chromium-driver bubblewrap)
+
+## The grader's sandbox (bubblewrap).
+grade-deps:
+	$(call apt_install,bwrap,bubblewrap)
 
 book: setup $(MATHJAX)
 	$(BIN)/python -m vfm_course.course.book runtimes
@@ -97,7 +110,7 @@ student: setup
 
 ## Grade submissions: make grade LESSON=01_attention_from_scratch SUBMISSIONS=folder [OUT=grades]
 OUT ?= grades
-grade: setup
+grade: setup grade-deps
 	$(BIN)/python -m vfm_course.course.grading $(LESSON) $(SUBMISSIONS) --out $(OUT)
 
 ## Benchmarks: ratios against the production implementations (never part of the tests).

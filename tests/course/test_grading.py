@@ -119,15 +119,16 @@ for _fd in map(int, os.listdir("/proc/self/fd")):
 ODD_NAME = "honest | debug\nprints"
 ODD_NAME_REPORTED = "honest | debug\\nprints"
 
-# Writes result lines in the grader's format (without its secret token) to every pipe the kernel
-# has open, its inherited stdout among them, claiming that the attention cases passed.
+# Writes result lines in the grader's format to every pipe the kernel has open, its inherited
+# stdout among them, claiming that the attention cases passed (with a made-up fingerprint: the
+# right one needs the right answer to inputs from a secret seed).
 FORGE_RESULTS = (
     UNSCALED_ATTENTION
     + """
 import json, os, stat
-for _cell in (2, 3):
+for _cell in range(2, 6):
     _line = {"nodeid": f"attention.ipynb::Cell {_cell}", "when": "call", "outcome": "passed"}
-    _line["problem"] = ""
+    _line["problem"], _line["stdout"] = "", "(2, 3, 5, 4) float sum 0.000\\n"
     for _fd in map(int, os.listdir("/proc/self/fd")):
         try:
             if stat.S_ISFIFO(os.fstat(_fd).st_mode):
@@ -224,7 +225,9 @@ def graded(tmp_path_factory):
     text = (NOTEBOOKS / f"{LESSON}.ipynb").read_text()
     (subs / "truncated.ipynb").write_text(text[: len(text) // 2])
     out = root / "out"
-    config = GradeConfig(cell_timeout=15, total_timeout=300, jobs=2)
+    # The static check of answers is off: these cheats test what the run-time defences hold on
+    # their own (test_grading_sandbox.py grades with it on).
+    config = GradeConfig(cell_timeout=15, total_timeout=300, jobs=2, check_source=False)
     results = grade(LESSON, subs, out, NOTEBOOKS, config, progress=False)
     return {r.student: r for r in results}, out
 
@@ -297,10 +300,10 @@ def test_every_lesson_grading_notebook_uses_its_setup_cell(lesson):
     assert SETUP_CELLS[lesson] in ids
     for ex in (e for e in EXERCISES.values() if e.notebook == lesson):
         nb = grading_notebook(reference, ["pass"] * len(ex.cells), ex)
-        assert len(nb.cells) == 1 + len(ex.cells) + len(ex.hidden)
-        # The expected text is never written into the notebook (the grader pipes it to nbval).
+        assert len(nb.cells) == 2 + len(ex.cells) + len(ex.hidden)  # set-up, grader cell
+        # The expected text is never in the notebook: the grader compares after the run.
         hidden = nb.cells[-len(ex.hidden) :]
-        assert all(c.outputs == [] and c.execution_count for c in hidden)
+        assert all(c.outputs == [] for c in hidden)
 
 
 @pytest.mark.parametrize("lesson", [s for s in sorted(SETUP_CELLS) if s != LESSON])

@@ -225,6 +225,16 @@ EXERCISES = (
             ),
         ),
         seed=7101,
+        forbidden=(
+            "scaled_dot_product_attention",
+            "MultiheadAttention",
+            "multi_head_attention_forward",
+            "Attention",
+            "chunked_attention",
+            "Transformer",
+            "TransformerEncoderLayer",
+            "TransformerDecoderLayer",
+        ),
     ),
     Exercise(
         name="split_merge_heads",
@@ -239,6 +249,7 @@ EXERCISES = (
             HiddenCase("round trip", f"my_merge_heads(my_split_heads({randn_expr(3, 4, 8)}, 2))"),
         ),
         seed=7102,
+        forbidden=("rearrange", "MultiheadAttention", "Attention"),
     ),
     Exercise(
         name="online_softmax_attention",
@@ -260,5 +271,15 @@ EXERCISES = (
             ),
         ),
         seed=7103,
+        forbidden=(
+            "scaled_dot_product_attention",
+            "MultiheadAttention",
+            "multi_head_attention_forward",
+            "Attention",
+            "chunked_attention",
+            "Transformer",
+            "TransformerEncoderLayer",
+            "TransformerDecoderLayer",
+        ),
     ),
 )

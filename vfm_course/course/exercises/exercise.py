@@ -27,3 +27,6 @@ class Exercise:
     references: tuple[Callable[..., Any], ...]  # same order and signatures as ``functions``
     hidden: tuple[HiddenCase, ...]
     seed: int  # seeds the hidden cases' generator
+    # Library implementations of the same idea, which a graded answer may not call (beside the
+    # reference functions themselves; see vfm_course.course.grading.policy).
+    forbidden: tuple[str, ...] = ()

@@ -245,6 +245,7 @@ EXERCISES = (
             ),
         ),
         seed=7501,
+        forbidden=("LoRALinear", "apply_lora", "merge_lora"),
     ),
     Exercise(
         name="distillation_loss",
@@ -266,6 +267,7 @@ EXERCISES = (
             ),
         ),
         seed=7502,
+        forbidden=("distillation_loss_fn",),
     ),
     Exercise(
         name="fgsm",
@@ -287,5 +289,6 @@ EXERCISES = (
             ),
         ),
         seed=7503,
+        forbidden=("pgd", "adversarial_loss_fn", "robust_accuracy"),
     ),
 )

@@ -150,6 +150,7 @@ EXERCISES = (
             ),
         ),
         seed=7401,
+        forbidden=("MaskedAutoencoder",),
     ),
     Exercise(
         name="mae_loss",
@@ -171,5 +172,6 @@ EXERCISES = (
             ),
         ),
         seed=7402,
+        forbidden=("masked_patch_loss", "MaskedAutoencoder"),
     ),
 )

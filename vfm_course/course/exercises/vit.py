@@ -96,6 +96,7 @@ EXERCISES = (
             HiddenCase("gray, P=2", f"my_patchify({rand_expr(1, 1, 8, 8)}, 2)"),
         ),
         seed=7201,
+        forbidden=("PatchEmbed", "unpatchify", "patch_embed_as_linear"),
     ),
     Exercise(
         name="sincos_pos_embed_2d",
@@ -109,5 +110,6 @@ EXERCISES = (
             HiddenCase("D=8, G=5", "my_sincos_2d(8, 5)"),
         ),
         seed=7202,
+        forbidden=("get_2d_sincos_pos_embed",),
     ),
 )

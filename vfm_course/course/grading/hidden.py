@@ -16,6 +16,7 @@ from ..exercises.registry import EXERCISES
 
 # The grader pastes this source into every hidden check cell, so the printed fingerprint is made
 # by code in that cell, not by a function the learner's code could have replaced beforehand.
+# (A replaced print gains nothing either: the right fingerprint needs the right answer.)
 FINGERPRINT_SOURCE = '''\
 def _fingerprint(value, digits=3):
     """A line of rounded numbers summarising a result; compared as text outside the kernel."""
@@ -101,7 +102,7 @@ def draw_hidden_seeds(names: list[str]) -> dict[str, int]:
 
 def hidden_cell_source(ex: Exercise, case: HiddenCase, seed: int | None = None) -> str:
     """Source of the grader's hidden cell for one case: draws the inputs and prints the
-    fingerprint of the learner's result (``# NBVAL_CHECK_OUTPUT``: nbval compares it).
+    fingerprint of the learner's result (the grader compares it with the reference's).
 
     The learner's function runs with its own printing and warnings silenced: nbval compares
     everything the cell shows, so a correct answer with a debug ``print`` or one that triggers
@@ -111,7 +112,6 @@ def hidden_cell_source(ex: Exercise, case: HiddenCase, seed: int | None = None) 
     :func:`hidden_seed`'s."""
     seed = hidden_seed(ex.name) if seed is None else seed
     return (
-        "# NBVAL_CHECK_OUTPUT\n"
         f"# hidden check {ex.name}: {case.label} (added by the grader)\n"
         "import contextlib as _contextlib, io as _io, warnings as _warnings\n"
         "import torch as _torch\n\n"

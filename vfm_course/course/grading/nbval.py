@@ -1,5 +1,6 @@
-"""The grading subprocess: nbval over the grading notebooks, each hidden cell's result sent back
-as a token-marked line on stdout (compared outside the student's kernel)."""
+"""The grading runner, inside the sandbox: nbval over the grading notebooks, each cell's outcome
+and printed text sent back as a line on stdout. The runner knows no expected result: the grader
+compares the printed fingerprints after the sandbox is gone."""
 
 from __future__ import annotations
 
@@ -8,40 +9,39 @@ import os
 import re
 import sys
 
-import nbformat
+import pytest
 
 RESULT_PREFIX = "vfm-grade-result"
 
 
 class _GradingPlugin:
-    """pytest plugin inside the grading subprocess.
+    """pytest plugin inside the grading runner.
 
-    * It puts the expected outputs into the hidden cells after collection. They arrive through
-      the subprocess's stdin, never through a file the learner's kernel could read.
-    * It reports each cell's outcome as soon as it is known, as a line on the subprocess's
-      original stdout (saved before pytest starts capturing), so a run killed at the time limit
-      keeps what it finished. Each line carries a random token that also came through stdin: a
-      kernel inherits that stdout and could write to it, but cannot know the token, so a
-      submission cannot forge a result line.
-    """
+    It reports each cell's outcome and the text it printed on stdout as soon as it is known, as
+    a line on the runner's original stdout (saved before pytest starts capturing), so a run
+    killed at the time limit keeps what it finished. A kernel inherits that stdout and could
+    write lines of its own to it; they can only claim what the grader recomputes outside (the
+    fingerprint of a correct answer to inputs drawn from a secret seed)."""
 
-    def __init__(self, expected: dict[str, list[dict]], token: str) -> None:
-        self.expected = expected
-        self.prefix = f"{RESULT_PREFIX} {token} "
+    def __init__(self) -> None:
         self.out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
 
-    def pytest_collection_modifyitems(self, items) -> None:
-        for item in items:
-            if item.nodeid in self.expected:
-                item.cell.outputs = [nbformat.from_dict(o) for o in self.expected[item.nodeid]]
-
-    def pytest_runtest_logreport(self, report) -> None:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
         if report.when == "call" or report.outcome != "passed":
-            text = report.longreprtext if report.outcome != "passed" else ""
+            outputs = getattr(item, "test_outputs", None) or []
             line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
-            line["problem"] = _problem(text, report)
+            line["problem"] = _problem(report.longreprtext, report)
+            line["stdout"] = "".join(
+                o.get("text", "")
+                for o in outputs
+                if o.get("output_type") == "stream" and o.get("name") == "stdout"
+            )
+            line["other_outputs"] = sum(1 for o in outputs if o.get("output_type") != "stream")
             # On a line of its own: pytest's progress dots share this stream.
-            self.out.write("\n" + self.prefix + json.dumps(line) + "\n")
+            self.out.write("\n" + RESULT_PREFIX + " " + json.dumps(line) + "\n")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -65,18 +65,15 @@ def _problem(text: str, report) -> str:
         if name == "NotImplementedError":
             return "not finished (NotImplementedError)"
         return f"raised {name}: {detail}"[:160]
-    if "differ" in text:
-        return "wrong result"
     return "not run" if report.outcome == "skipped" else "failed"
 
 
-def run_nbval(notebooks: list[str], cell_timeout: int) -> int:
-    """Entry point of the grading subprocess (``python -c``): nbval over ``notebooks``, with
-    the expected outputs (JSON, by pytest node id) read from stdin."""
-    import pytest
+def run_nbval(notebooks: list[str], cell_timeout: int, rlimits: dict[str, int]) -> int:
+    """Entry point of the grading runner (``python -c``): the per-process limits first (every
+    kernel inherits them), then nbval over ``notebooks``."""
+    from .sandbox import set_rlimits
 
-    given = json.loads(sys.stdin.read())
+    set_rlimits(rlimits)
     args = ["-q", "-p", "no:cacheprovider", "--color=no", "--nbval-lax", "--nbval-current-env"]
     args += [f"--nbval-cell-timeout={cell_timeout}", "--rootdir", ".", "-c", os.devnull]
-    plugin = _GradingPlugin(given["expected"], given["token"])
-    return pytest.main(args + notebooks, plugins=[plugin])
+    return pytest.main(args + notebooks, plugins=[_GradingPlugin()])
