@@ -316,3 +316,26 @@ def test_the_solution_notebook_scores_full_marks(lesson, tmp_path):
     results = {r.student: r for r in grade(lesson, subs, tmp_path / "out", NOTEBOOKS, config)}
     assert results["reference"].total == len(results["reference"].exercises) > 0
     assert results["unfinished"].total == 0
+
+
+def test_each_row_is_written_as_its_submission_finishes(tmp_path, monkeypatch):
+    from vfm_course.course.grading import grader
+
+    calls = []
+    real = grader.write_reports
+
+    def recording(rows, exercises, out, pending=0):
+        calls.append(([r.student for r in rows], pending, (out / "grades.md").exists()))
+        real(rows, exercises, out, pending)
+        if pending:
+            assert "Grading in progress: 1 more" in (out / "grades.md").read_text()
+
+    monkeypatch.setattr(grader, "write_reports", recording)
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("a", "b"):  # not notebooks: graded at once, without a kernel
+        (subs / f"{name}.ipynb").write_text("not a notebook")
+    config = GradeConfig(jobs=1, sandboxed=False)
+    grade(LESSON, subs, tmp_path / "out", NOTEBOOKS, config, progress=False)
+    assert calls == [(["a"], 1, False), (["a", "b"], 0, True)]
+    assert "in progress" not in (tmp_path / "out" / "grades.md").read_text()

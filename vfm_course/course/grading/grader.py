@@ -197,14 +197,18 @@ def grade(
             bar = tqdm(
                 total=len(files), desc=f"grading {lesson}", unit="submission", disable=not progress
             )
-            for _ in concurrent.futures.as_completed(futures):
+            done: dict[int, SubmissionResult] = {}
+            for future in concurrent.futures.as_completed(futures):
+                i = futures.index(future)
+                done[i] = _result_or_failure(future, files[i], exercises)
+                # Each row as its submission finishes: a grader stopped midway leaves them.
+                rows = [done[k] for k in sorted(done)]
+                write_reports(rows, exercises, out, pending=len(files) - len(done))
                 bar.update(1)
             bar.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    results = [_result_or_failure(f, p, exercises) for f, p in zip(futures, files, strict=True)]
-    write_reports(results, exercises, out)
-    return results
+    return [done[i] for i in range(len(files))]
 
 
 def _result_or_failure(

@@ -32,8 +32,11 @@ class SubmissionResult:
         return sum(r.score for r in self.exercises.values())
 
 
-def write_reports(results: list[SubmissionResult], exercises: list[Exercise], out: Path) -> None:
-    """``grades.csv`` and ``grades.md``: one row per student, one column per exercise."""
+def write_reports(
+    results: list[SubmissionResult], exercises: list[Exercise], out: Path, pending: int = 0
+) -> None:
+    """``grades.csv`` and ``grades.md``: one row per student, one column per exercise; while
+    ``pending`` submissions are still being graded, grades.md ends with a line saying so."""
     names = [e.name for e in exercises]
     with (out / "grades.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -49,6 +52,8 @@ def write_reports(results: list[SubmissionResult], exercises: list[Exercise], ou
         scores = " | ".join(f"{r.exercises[n].score:.2f}" for n in names)
         notes, student = (_cell(text) for text in (_notes(r), r.student))
         lines.append(f"| {student} | {scores} | {r.total:.2f} / {len(names)} | {notes} |")
+    if pending:
+        lines.append(f"\n_Grading in progress: {pending} more submission(s) to come._")
     (out / "grades.md").write_text("\n".join(lines) + "\n")
 
 
