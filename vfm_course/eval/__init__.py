@@ -1,5 +1,6 @@
 """Evaluation: classification and dense metrics (equal to torchmetrics), linear and k-NN probes,
-zero-shot classification, attention-map segmentation, time and memory profiling.
+zero-shot classification, attention-map segmentation, time and memory profiling, deployment
+forms (export, int8).
 """
 
 from .attention_masks import (
@@ -17,6 +18,13 @@ from .dense_metrics import (
     jaccard_index,
     mean_average_precision,
     segmentation_confusion_matrix,
+)
+from .deployment import (
+    DeploymentRow,
+    deployment_table,
+    export_model,
+    quantize_int8,
+    serialized_megabytes,
 )
 from .patch_kinds import PATCH_KINDS, patch_kinds
 from .probe import (

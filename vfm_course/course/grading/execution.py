@@ -47,7 +47,7 @@ class GradingRun:
     expected: dict[str, list[str]]  # exercise -> what its hidden cells must print
 
 
-def _kill_tree(pid: int) -> None:
+def kill_tree(pid: int) -> None:
     # The kernels run in sessions of their own (jupyter_client), so killing the process group
     # is not enough: collect the whole tree first, then kill it.
     try:
@@ -129,7 +129,7 @@ def _communicate(cmd: list[str], workdir: Path, config: GradeConfig) -> tuple[st
         raw, _ = proc.communicate(timeout=config.total_timeout)
         return raw.decode("utf-8", "replace"), False
     except subprocess.TimeoutExpired:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         raw, _ = proc.communicate()
         return raw.decode("utf-8", "replace"), True
 

@@ -36,18 +36,20 @@ import concurrent.futures
 import json
 import queue
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+import psutil
 from tqdm.auto import tqdm
 
 from ..exercises.exercise import Exercise
 from ..exercises.registry import EXERCISES, SETUP_CELLS, exercises_of
 from . import sandbox
-from .execution import GradeConfig, GradingRun, run_submission
+from .execution import GradeConfig, GradingRun, kill_tree, run_submission
 from .hidden import draw_hidden_seeds, hidden_cell_source, reference_outputs
 from .policy import forbidden_names, violations
 from .results import ExerciseResult, SubmissionResult, summary, write_reports
@@ -226,6 +228,14 @@ def _result_or_failure(
         )
 
 
+def _stop(*_) -> None:
+    """SIGTERM (kill, a scheduler): end every sandbox now, then leave through the normal path,
+    which removes the work folders and keeps the rows written so far."""
+    for child in psutil.Process().children():
+        kill_tree(child.pid)
+    sys.exit("grading stopped (SIGTERM); the rows written so far are in the reports")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="vfm-course-grade",
@@ -248,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs < 1 or args.cell_timeout < 1 or args.timeout < 1:
         sys.exit("error: --jobs, --cell-timeout and --timeout must be positive")
     config = GradeConfig(args.cell_timeout, args.timeout, args.jobs, not args.no_sandbox)
+    signal.signal(signal.SIGTERM, _stop)
     isolation = sandbox.detect()
     if config.sandboxed:
         print(isolation.describe(config.limits))
