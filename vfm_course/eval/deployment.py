@@ -67,8 +67,12 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 
 def export_model(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """``model`` (eval mode) traced by :func:`torch.export.export` on ``example`` inputs."""
-    return torch.export.export(copy.deepcopy(model).eval(), (example,))
+    """``model`` (eval mode) traced by :func:`torch.export.export` on ``example`` inputs, with
+    the batch dimension left free (any batch size runs, not only the example's)."""
+    batch = torch.export.Dim("batch", min=1)
+    return torch.export.export(
+        copy.deepcopy(model).eval(), (example,), dynamic_shapes=({0: batch},)
+    )
 
 
 @torch.no_grad()

@@ -200,13 +200,18 @@ def grade(
                 total=len(files), desc=f"grading {lesson}", unit="submission", disable=not progress
             )
             done: dict[int, SubmissionResult] = {}
-            for future in concurrent.futures.as_completed(futures):
-                i = futures.index(future)
-                done[i] = _result_or_failure(future, files[i], exercises)
-                # Each row as its submission finishes: a grader stopped midway leaves them.
-                rows = [done[k] for k in sorted(done)]
-                write_reports(rows, exercises, out, pending=len(files) - len(done))
-                bar.update(1)
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    i = futures.index(future)
+                    done[i] = _result_or_failure(future, files[i], exercises)
+                    # Each row as its submission finishes: a grader stopped midway leaves them.
+                    rows = [done[k] for k in sorted(done)]
+                    write_reports(rows, exercises, out, pending=len(files) - len(done))
+                    bar.update(1)
+            except BaseException:  # stopped (SIGTERM, Ctrl-C): start no further submission
+                for future in futures:
+                    future.cancel()
+                raise
             bar.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
