@@ -170,6 +170,31 @@ def test_no_code_cell_is_cut_off_on_a_laptop_screen(site, lesson, tmp_path):
     assert total > 0 and cut == 0, f"{cut} of {total} code cells are wider than the page"
 
 
+# Runs in the page once laid out: how many search controls a reader sees.
+_SEARCH_PROBE = """<script>
+window.addEventListener("load", () => {
+  const shown = [...document.querySelectorAll(".search-button__button")].filter(
+    (b) => b.offsetParent !== null && b.getClientRects().length > 0);
+  document.body.setAttribute("data-search-controls", `${shown.length}`);
+});
+</script></body>"""
+
+
+@pytest.mark.parametrize("page", ["book/intro.html", f"notebooks/{LESSONS[0]}.html"])
+def test_each_page_shows_one_search_control(site, page, tmp_path):
+    path = site / page
+    probe = path.with_name(f"_probe_search_{path.name}")
+    probe.write_text(path.read_text().replace("</body>", _SEARCH_PROBE, 1))
+    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    cmd += ["--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    probe.unlink()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'data-search-controls="(\d+)"', proc.stdout)
+    assert found, "the probe did not run"
+    assert found.group(1) == "1"
+
+
 @pytest.mark.parametrize("page", ["book/intro.html", f"notebooks/{LESSONS[0]}.html"])
 def test_pages_log_no_script_errors_in_chromium(site, page, tmp_path):
     html = (site / page).read_text()
