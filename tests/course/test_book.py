@@ -154,19 +154,26 @@ window.addEventListener("load", () => {
 </script></body>"""
 
 
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_no_code_cell_is_cut_off_on_a_laptop_screen(site, lesson, tmp_path):
-    page = site / "notebooks" / f"{lesson}.html"
-    probe = page.with_name(f"_probe_{lesson}.html")  # beside it, so its relative links resolve
-    probe.write_text(page.read_text().replace("</body>", _OVERFLOW_PROBE, 1))
+def _run_probe(page: Path, script: str, attribute: str, tmp_path: Path) -> re.Match:
+    """Open ``page`` with ``script`` added in headless Chromium (laptop window) and read the
+    ``attribute`` the script set on the body once the page was laid out."""
+    probe = page.with_name(f"_probe_{page.name}")  # beside it, so its relative links resolve
+    probe.write_text(page.read_text().replace("</body>", script, 1))
     cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     cmd += ["--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     probe.unlink()
     assert proc.returncode == 0, proc.stderr[-2000:]
-    found = re.search(r'data-cut-code="(\d+)/(\d+)"', proc.stdout)
+    found = re.search(attribute + r'="([^"]*)"', proc.stdout)
     assert found, "the probe did not run"
-    cut, total = map(int, found.groups())
+    return found
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_code_cell_is_cut_off_on_a_laptop_screen(site, lesson, tmp_path):
+    page = site / "notebooks" / f"{lesson}.html"
+    counts = _run_probe(page, _OVERFLOW_PROBE, "data-cut-code", tmp_path).group(1)
+    cut, total = map(int, counts.split("/"))
     assert total > 0 and cut == 0, f"{cut} of {total} code cells are wider than the page"
 
 
@@ -182,16 +189,7 @@ window.addEventListener("load", () => {
 
 @pytest.mark.parametrize("page", ["book/intro.html", f"notebooks/{LESSONS[0]}.html"])
 def test_each_page_shows_one_search_control(site, page, tmp_path):
-    path = site / page
-    probe = path.with_name(f"_probe_search_{path.name}")
-    probe.write_text(path.read_text().replace("</body>", _SEARCH_PROBE, 1))
-    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    cmd += ["--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    probe.unlink()
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    found = re.search(r'data-search-controls="(\d+)"', proc.stdout)
-    assert found, "the probe did not run"
+    found = _run_probe(site / page, _SEARCH_PROBE, "data-search-controls", tmp_path)
     assert found.group(1) == "1"
 
 

@@ -23,6 +23,8 @@ import vfm_course
 from vfm_course.course.grading import sandbox
 from vfm_course.course.grading.grader import GradeConfig, grade
 
+from .test_grading import DEBUGGING_ATTENTION
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 LESSON = "01_attention_from_scratch"
 ORDER = ("attention", "split_merge_heads", "online_softmax_attention")
@@ -133,18 +135,8 @@ SOURCE_ATTACKS = {
 }
 
 # Class 12 beside them: an honest answer that imports, prints while it works and warns.
-HONEST_WITH_IMPORTS = """import math
-import warnings
-
-
-def my_attention(q, k, v, mask=None):
-    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    print("debug: scores", tuple(s.shape))
-    warnings.warn("checking my shapes")
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
-    return s.softmax(-1) @ v
-"""
+# (test_grading's, without its lone surrogate, which only an ASCII-escaped file can hold)
+HONEST_WITH_IMPORTS = DEBUGGING_ATTENTION.replace("  # caf\udce9", "")
 
 
 def _submission(folder: Path, name: str, attention: str) -> None:

@@ -201,6 +201,17 @@ def online_attention_reference(q, k, v, chunk_size=64):
 # --- the registry entries ---------------------------------------------------------------------
 
 NOTEBOOK = "01_attention_from_scratch"
+# What a graded attention answer may not call: the library's and the course's attention.
+ATTENTION_LIBRARY = (
+    "scaled_dot_product_attention",
+    "MultiheadAttention",
+    "multi_head_attention_forward",
+    "Attention",
+    "chunked_attention",
+    "Transformer",
+    "TransformerEncoderLayer",
+    "TransformerDecoderLayer",
+)
 SETUP_CELL = "imports"  # the grader runs the notebook up to and including this cell
 
 EXERCISES = (
@@ -225,16 +236,7 @@ EXERCISES = (
             ),
         ),
         seed=7101,
-        forbidden=(
-            "scaled_dot_product_attention",
-            "MultiheadAttention",
-            "multi_head_attention_forward",
-            "Attention",
-            "chunked_attention",
-            "Transformer",
-            "TransformerEncoderLayer",
-            "TransformerDecoderLayer",
-        ),
+        forbidden=ATTENTION_LIBRARY,
     ),
     Exercise(
         name="split_merge_heads",
@@ -271,15 +273,6 @@ EXERCISES = (
             ),
         ),
         seed=7103,
-        forbidden=(
-            "scaled_dot_product_attention",
-            "MultiheadAttention",
-            "multi_head_attention_forward",
-            "Attention",
-            "chunked_attention",
-            "Transformer",
-            "TransformerEncoderLayer",
-            "TransformerDecoderLayer",
-        ),
+        forbidden=ATTENTION_LIBRARY,
     ),
 )
