@@ -13,9 +13,14 @@ import nbformat
 import pytest
 
 from vfm_course.course.exercises.registry import EXERCISES
+from vfm_course.course.grading import sandbox
 from vfm_course.course.grading.grader import SETUP_CELLS, GradeConfig, grade, grading_notebook, main
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+# These tests are about scoring; they grade in the sandbox where the machine has one (make
+# test-deps installs bubblewrap), and without it elsewhere, where test_grading_sandbox.py skips
+# and says why.
+SANDBOXED = sandbox.detect().bwrap is not None
 LESSON = "01_attention_from_scratch"
 
 RIGHT_ATTENTION = """def my_attention(q, k, v, mask=None):
@@ -227,7 +232,7 @@ def graded(tmp_path_factory):
     out = root / "out"
     # The static check of answers is off: these cheats test what the run-time defences hold on
     # their own (test_grading_sandbox.py grades with it on).
-    config = GradeConfig(cell_timeout=15, total_timeout=300, jobs=2, check_source=False)
+    config = GradeConfig(15, 300, 2, sandboxed=SANDBOXED, check_source=False)
     results = grade(LESSON, subs, out, NOTEBOOKS, config, progress=False)
     return {r.student: r for r in results}, out
 
@@ -312,7 +317,7 @@ def test_the_solution_notebook_scores_full_marks(lesson, tmp_path):
     subs.mkdir()
     shutil.copy(NOTEBOOKS / f"{lesson}.ipynb", subs / "reference.ipynb")
     shutil.copy(NOTEBOOKS / "student" / f"{lesson}.ipynb", subs / "unfinished.ipynb")
-    config = GradeConfig(cell_timeout=120, total_timeout=600, jobs=2)
+    config = GradeConfig(cell_timeout=120, total_timeout=600, jobs=2, sandboxed=SANDBOXED)
     results = {r.student: r for r in grade(lesson, subs, tmp_path / "out", NOTEBOOKS, config)}
     assert results["reference"].total == len(results["reference"].exercises) > 0
     assert results["unfinished"].total == 0
