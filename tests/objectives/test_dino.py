@@ -17,6 +17,7 @@ from vfm_course.objectives import (
     dino_after_step,
     dino_cross_entropy,
     dino_loss_fn,
+    koleo_loss,
     max_entropy,
     teacher_targets,
     update_center,
@@ -139,3 +140,37 @@ def test_loss_fn_gives_the_teacher_no_gradient_and_leaves_the_centre_alone_witho
 def test_loss_fn_refuses_a_model_without_a_dino_config():
     with pytest.raises(TypeError, match="DINOConfig"):
         dino_loss_fn()(torch.nn.Linear(2, 2), torch.rand(2, 3, 32, 32))
+
+
+def test_koleo_is_minus_the_mean_log_nearest_neighbour_distance_on_the_sphere():
+    # Orthogonal unit vectors are sqrt(2) apart; the scale of a row does not matter.
+    eye = torch.eye(4) * torch.tensor([[1.0], [2.0], [0.5], [3.0]])
+    assert koleo_loss(eye).item() == pytest.approx(-math.log(math.sqrt(2)), abs=1e-6)
+    # Row 2 is opposite row 0 (2 apart), so every row's nearest neighbour is sqrt(2) away.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    d = torch.tensor([math.sqrt(2), math.sqrt(2), math.sqrt(2)])
+    assert koleo_loss(x).item() == pytest.approx(-torch.log(d).mean().item(), abs=1e-6)
+    # Nearly collapsed features cost far more than spread ones.
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(16, 8, generator=g)
+    collapsed = torch.ones(16, 8) + 1e-3 * torch.randn(16, 8, generator=g)
+    assert koleo_loss(collapsed) > koleo_loss(spread) + 3
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        koleo_loss(torch.rand(1, 8))
+
+
+def test_loss_fn_with_koleo_adds_it_to_the_dino_loss_and_logs_it():
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    plain_loss, plain_logs = dino_loss_fn()(tiny_dino(), x)
+    torch.manual_seed(1)
+    model = tiny_dino(koleo_weight=0.5)
+    loss, logs = dino_loss_fn()(model, x)
+    assert "koleo" not in plain_logs and math.isfinite(logs["koleo"])
+    # Same seed, same views and weights: the difference is the weighted KoLeo term.
+    assert loss.item() == pytest.approx(plain_loss.item() + 0.5 * logs["koleo"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.student.backbone.cls_token.grad is not None
+    with pytest.raises(ValueError, match="koleo_weight"):
+        tiny_dino(koleo_weight=-1.0)

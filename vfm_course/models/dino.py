@@ -40,6 +40,8 @@ class DINOConfig:
     teacher's lower temperature *sharpens* its targets), ``center_momentum`` for the EMA of
     the teacher's batch means (*centering*; ``centering=False`` switches it off for the
     collapse ablation), ``momentum_teacher`` the EMA rate at step 0, and ``crops``.
+    ``koleo_weight`` adds DINOv2's KoLeo regulariser on the student's pooled features of each
+    global view (0: plain DINO; see :func:`vfm_course.objectives.dino.koleo_loss`).
     """
 
     encoder: ViTConfig
@@ -54,6 +56,7 @@ class DINOConfig:
     centering: bool = True
     momentum_teacher: float = 0.996
     crops: MultiCropConfig = MultiCropConfig()
+    koleo_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, ViTConfig):
@@ -67,6 +70,8 @@ class DINOConfig:
             check_positive_int(getattr(self, name), name)
         check_temperature(self.student_temp)
         check_temperature(self.teacher_temp)
+        if not self.koleo_weight >= 0:
+            raise ValueError(f"koleo_weight must be >= 0, got {self.koleo_weight!r}")
         for name in ("center_momentum", "momentum_teacher"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)!r}")

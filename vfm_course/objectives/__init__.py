@@ -16,6 +16,7 @@ from .dino import (
     dino_after_step,
     dino_cross_entropy,
     dino_loss_fn,
+    koleo_loss,
     max_entropy,
     teacher_targets,
     update_center,

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..core.validate import check_positive_int, check_temperature, check_tensor
 from ..data.multicrop import multi_crop
-from ..models.dino import DINOConfig, teacher_momentum
+from ..models.dino import DINOConfig, encode_views, teacher_momentum
 from ..train import distributed as dist
 
 
@@ -119,6 +119,21 @@ def collapse_stats(probs: torch.Tensor) -> dict[str, float]:
     return {"entropy": entropy.item(), "dim_std": p.std(dim=0).mean().item()}
 
 
+def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The KoLeo regulariser (Sablayrolles et al. 2019, used by DINOv2): ``-mean_i log d_i``,
+    where ``d_i`` is the distance from row i of the L2-normalised ``features`` (B, D) to its
+    nearest other row. Minimising it spreads the batch over the sphere: a pair of images
+    with nearly the same feature costs a lot, so the features cannot all collapse together."""
+    features = check_tensor(features, "features", ndim=2, floating=True)
+    if features.shape[0] < 2:
+        raise ValueError(f"a nearest neighbour needs at least 2 rows, got {features.shape[0]}")
+    x = F.normalize(features.float(), dim=-1)
+    dist2 = (x[:, None, :] - x[None, :, :]).pow(2).sum(dim=-1)  # (B, B)
+    dist2 = dist2 + torch.eye(len(x), device=x.device) * 4.0  # no row is its own neighbour
+    nearest = dist2.min(dim=1).values.clamp_min(0).sqrt()  # (B,); unit vectors are <= 2 apart
+    return -torch.log(nearest + eps).mean()
+
+
 def max_entropy(k: int) -> float:
     """ln K, the entropy of the uniform distribution over K prototypes."""
     return math.log(check_positive_int(k, "k"))
@@ -133,8 +148,10 @@ def dino_loss_fn(
     ``batch`` is images (B, C, H, W) or ``(images, labels)``; labels are ignored. ``cfg``
     defaults to ``model.cfg``. Each step: multi-crop views; the student over all views; the
     teacher over the global ones; centred, sharpened targets; the cross-entropy; then the
-    centre moves (after the targets are made). Logs the teacher targets' ``entropy`` and
-    ``dim_std`` (:func:`collapse_stats`).
+    centre moves (after the targets are made). With ``cfg.koleo_weight > 0`` the loss adds
+    that times :func:`koleo_loss` of the student's pooled features, averaged over the global
+    views. Logs the teacher targets' ``entropy`` and ``dim_std`` (:func:`collapse_stats`), and
+    ``koleo`` when it is on.
     """
 
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -146,7 +163,11 @@ def dino_loss_fn(
             )
         images = batch[0] if isinstance(batch, list | tuple) else batch
         views = multi_crop(images, c.crops)
-        student_out = model(views)  # (V * B, K)
+        if c.koleo_weight > 0:
+            feats = encode_views(model.student.backbone, views)  # (V * B, D)
+            student_out = model.student.head(feats)  # (V * B, K)
+        else:
+            student_out = model(views)  # (V * B, K)
         teacher_out = model.forward_teacher(views[: c.crops.n_global])  # (n * B, K)
         # Softmaxes in fp32 even under bf16 autocast: dividing by 0.04 magnifies rounding 25x.
         with torch.autocast(student_out.device.type, enabled=False):
@@ -154,9 +175,17 @@ def dino_loss_fn(
             center = model.center if c.centering else torch.zeros_like(model.center)
             targets = teacher_targets(teacher_out, center, c.teacher_temp)
             loss = dino_cross_entropy(student_out, targets, c.student_temp, c.crops.n_global)
+            logs = collapse_stats(targets)
+            if c.koleo_weight > 0:
+                B = images.shape[0]
+                koleo = sum(
+                    koleo_loss(feats[v * B : (v + 1) * B]) for v in range(c.crops.n_global)
+                ) / c.crops.n_global
+                loss = loss + c.koleo_weight * koleo
+                logs["koleo"] = koleo.item()
         if c.centering:
             update_center(model.center, teacher_out, c.center_momentum)
-        return loss, collapse_stats(targets)
+        return loss, logs
 
     return loss_fn
 
