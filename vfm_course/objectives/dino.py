@@ -178,9 +178,10 @@ def dino_loss_fn(
             logs = collapse_stats(targets)
             if c.koleo_weight > 0:
                 B = images.shape[0]
-                koleo = sum(
-                    koleo_loss(feats[v * B : (v + 1) * B]) for v in range(c.crops.n_global)
-                ) / c.crops.n_global
+                koleo = (
+                    sum(koleo_loss(feats[v * B : (v + 1) * B]) for v in range(c.crops.n_global))
+                    / c.crops.n_global
+                )
                 loss = loss + c.koleo_weight * koleo
                 logs["koleo"] = koleo.item()
         if c.centering:
