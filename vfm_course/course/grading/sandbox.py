@@ -36,6 +36,7 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 INSIDE = "/tmp/notebooks"  # the work folder, as the submission sees it
+TEMPORARY = ("/tmp", "/dev/shm", "/var/tmp", "/run")  # empty and private in every sandbox
 FIRST_UID = 61000  # sandbox user ids: FIRST_UID + slot, one per submission graded at once
 
 
@@ -148,18 +149,24 @@ def _remove_cgroup(folder: Path) -> None:
             time.sleep(0.1)
 
 
-def _hidden_home_binds() -> list[str]:
-    """The home folder is hidden; what Python and the course need from it is put back."""
+def _emptied_folders() -> list[str]:
+    """Folders every sandbox sees empty (tmpfs): the shared temporary folders and the home
+    folder. What Python and the course need from inside them (a clone under /tmp, Python under
+    the home folder) is bound back, read-only."""
     home = Path.home().resolve()
+    flags = []
+    for folder in TEMPORARY:
+        flags += ["--perms", "1777", "--tmpfs", folder]
+    flags += ["--tmpfs", str(home)]
     needed = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
     needed = {p.resolve() for p in needed}
     needed.add(Path(__file__).resolve().parents[3])  # the course (an editable install)
-    flags = ["--tmpfs", str(home)]
-    # The top folder under home of each (bubblewrap would make the folders above a deeper
-    # path private to root, and the sandbox user could not reach Python at all).
-    tops = {home / p.relative_to(home).parts[0] for p in needed if p.is_relative_to(home)}
-    for path in sorted(t for t in tops if t != home):
-        flags += ["--ro-bind", str(path), str(path)]
+    for root in [*map(Path, TEMPORARY), home]:
+        # The top folder under the emptied one (bubblewrap would make the folders above a
+        # deeper path private to root, and the sandbox user could not reach Python at all).
+        tops = {root / p.relative_to(root).parts[0] for p in needed if p.is_relative_to(root)}
+        for path in sorted(t for t in tops if t != root):
+            flags += ["--ro-bind", str(path), str(path)]
     return flags
 
 
@@ -188,9 +195,7 @@ def sandbox_command(
     if not isolation.as_root:
         argv.append("--unshare-user")
     argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-    argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
-    argv += ["--tmpfs", "/run", "--perms", "1777", "--tmpfs", "/var/tmp"]
-    argv += _hidden_home_binds()
+    argv += _emptied_folders()
     for folder in hide:
         if folder.exists():
             argv += ["--tmpfs", str(folder.resolve())]
