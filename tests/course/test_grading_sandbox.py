@@ -42,6 +42,7 @@ def my_attention(q, k, v, mask=None):
     return out if _WORKED else out + 1
 """
 
+GRADER_CMDLINE = Path("/proc/self/cmdline").read_bytes()  # the process that runs grade()
 MARKER = f"vfm-sandbox-test-{uuid.uuid4().hex[:8]}"  # names what the attacks leave behind
 PACKAGE_FILE = Path(vfm_course.__file__).parent / "course" / "grading" / "hidden.py"
 SITE_PROBE = Path(psutil.__file__).parent.parent / f"{MARKER}.py"
@@ -55,16 +56,17 @@ def attack(body: str) -> str:
 
 RUNTIME_ATTACKS = {
     # Class 6: see the grader (pytest runs it) and read its memory.
+    # Class 6: find the grading process (this test's, which runs grade()) and read its memory.
     "sees_the_grader": attack(
-        """import os
+        f"""import os
 _WORKED = False
 for _pid in filter(str.isdigit, os.listdir("/proc")):
     try:
-        _cmd = open(f"/proc/{_pid}/cmdline", "rb").read()
-        open(f"/proc/{_pid}/mem", "rb").close()
+        if open(f"/proc/{{_pid}}/cmdline", "rb").read() == {GRADER_CMDLINE!r}:
+            open(f"/proc/{{_pid}}/mem", "rb").close()
+            _WORKED = True
     except OSError:
-        continue
-    _WORKED = _WORKED or b"pytest" in _cmd"""
+        pass"""
     ),
     # Class 8: change the course package or the environment for later submissions, or leave
     # a file in /tmp (its own /tmp is private and writable: the file must not reach the host's).

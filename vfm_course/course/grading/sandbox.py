@@ -24,11 +24,13 @@ expected results are computed and compared by the grader after the sandbox is go
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,15 +55,25 @@ class Limits:
 @dataclass(frozen=True)
 class Isolation:
     bwrap: str | None  # path of bwrap, None when there is no working sandbox
-    as_root: bool  # the grader is root: each submission gets its own user id
+    as_root: bool  # the grader is root (no user namespace: bubblewrap runs privileged)
     cgroup: str | None  # "v1" or "v2" when the grader can make cgroups, else None
     reason: str = ""  # why there is no sandbox
+    # Root only: each submission runs as a user id of its own. False where that user cannot
+    # read Python or the course (a clone in a folder only root may enter): then root without
+    # any capability, which the read-only mounts and the namespaces still confine.
+    own_user: bool = False
 
     def describe(self, limits: Limits) -> str:
         """What this isolation gives, in one paragraph, for the instructor."""
         if self.bwrap is None:
             return f"NO SANDBOX ({self.reason}): submissions run as you, with your files"
-        who = "its own user id" if self.as_root else "your user id, in a user namespace"
+        who = (
+            "its own user id"
+            if self.own_user
+            else "root without capabilities (the course is not readable by another user here)"
+            if self.as_root
+            else "your user id, in a user namespace"
+        )
         mem = (
             f"cgroup {self.cgroup}: memory {limits.memory_mb} MB and {limits.processes} "
             "processes per submission"
@@ -99,7 +111,16 @@ def detect() -> Isolation:
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
         return Isolation(None, as_root, None, f"bubblewrap cannot make namespaces here: {why}")
-    return Isolation(bwrap, as_root, _cgroup_kind() if as_root else None)
+    isolation = Isolation(bwrap, as_root, _cgroup_kind() if as_root else None)
+    if as_root:  # can a user of its own start the runner here?
+        with tempfile.TemporaryDirectory() as folder:
+            own = dataclasses.replace(isolation, own_user=True)
+            prepare_workdir(Path(folder), own, 0)
+            check = [sys.executable, "-c", "import vfm_course.course.grading.nbval"]
+            probe = sandbox_command(check, Path(folder), own, [], 0, [])
+            if subprocess.run(probe, capture_output=True, timeout=120).returncode == 0:
+                isolation = own
+    return isolation
 
 
 def _cgroup_kind() -> str | None:
@@ -204,8 +225,10 @@ def sandbox_command(
         argv += ["--setenv", key, value]
     argv.append("--")
     if isolation.as_root:
-        uid = str(FIRST_UID + slot)
-        argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        argv.append("setpriv")
+        if isolation.own_user:
+            uid = str(FIRST_UID + slot)
+            argv += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         argv += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     argv += command
     if procs_files:  # join the cgroups first, so that every process is counted
@@ -220,7 +243,7 @@ def rlimits(limits: Limits, isolation: Isolation) -> dict[str, int]:
     values = {"CPU": limits.cpu_seconds, "FSIZE": limits.file_mb << 20, "CORE": 0}
     # RLIMIT_NPROC counts every process of the user id: the sandbox's own id starts at none;
     # the instructor's own id (no root) already runs some.
-    others = 0 if isolation.as_root else _own_threads()
+    others = 0 if isolation.own_user else _own_threads()
     values["NPROC"] = limits.processes + others
     if isolation.cgroup is None:
         values["AS"] = limits.address_space_mb << 20
@@ -246,6 +269,6 @@ def set_rlimits(values: dict[str, int]) -> None:
 
 def prepare_workdir(workdir: Path, isolation: Isolation, slot: int) -> None:
     """The work folder belongs to the submission's user (root grader) so it can write there."""
-    if isolation.bwrap and isolation.as_root:
+    if isolation.bwrap and isolation.own_user:
         for path in [workdir, *workdir.rglob("*")]:
             os.chown(path, FIRST_UID + slot, FIRST_UID + slot)
