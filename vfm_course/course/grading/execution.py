@@ -45,6 +45,7 @@ class GradingRun:
     slots: queue.Queue  # sandbox user ids in use: one per submission graded at once
     seeds: dict[str, int]  # exercise -> the secret seed of its hidden inputs
     expected: dict[str, list[str]]  # exercise -> what its hidden cells must print
+    rlimits: dict[str, int]  # the runner's per-process limits (sandbox.rlimits), once per run
 
 
 def kill_tree(pid: int) -> None:
@@ -74,8 +75,8 @@ def run_submission(
     config, isolation = run.config, run.isolation
     code = "import sys, json; from vfm_course.course.grading.nbval import run_nbval; "
     code += "sys.exit(run_nbval(sys.argv[3:], int(sys.argv[2]), json.loads(sys.argv[1])))"
-    limits = sandbox.rlimits(config.limits, isolation) if config.sandboxed else {}
-    cmd = [sys.executable, "-c", code, json.dumps(limits), str(config.cell_timeout), *notebooks]
+    cmd = [sys.executable, "-c", code, json.dumps(run.rlimits), str(config.cell_timeout)]
+    cmd += notebooks
     slot = run.slots.get()
     try:
         name = f"vfm-grade-{os.getpid()}-{next(_CGROUP_NUMBERS)}"
@@ -116,7 +117,7 @@ def run_submission(
 def _communicate(cmd: list[str], workdir: Path, config: GradeConfig) -> tuple[str, bool]:
     """The runner's stdout (bytes read as UTF-8 with replacement: a kernel may write anything
     to the pipe it inherits) and whether the submission's time limit ran out."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, **sandbox.RUNNER_ENV}  # the sandbox replaces it with its own
     proc = subprocess.Popen(
         cmd,
         cwd=workdir,

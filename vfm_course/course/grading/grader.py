@@ -192,7 +192,11 @@ def grade(
     for slot in range(config.jobs):
         slots.put(slot)
     root = Path(tempfile.mkdtemp(prefix="vfm-grade-"))
-    run = GradingRun(config, isolation, root, [sub_dir, out, root], slots, seeds, expected)
+    # Measured before any submission runs: with no user of its own, the process limit counts
+    # the grader's user's threads, and those of a concurrent submission must not raise it.
+    rlimits = sandbox.rlimits(config.limits, isolation) if config.sandboxed else {}
+    hide = [sub_dir, out, root]
+    run = GradingRun(config, isolation, root, hide, slots, seeds, expected, rlimits)
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs) as pool:
             futures = [pool.submit(grade_submission, p, reference, lesson, run) for p in files]

@@ -39,6 +39,9 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 INSIDE = "/tmp/notebooks"  # the work folder, as the submission sees it
 TEMPORARY = ("/tmp", "/dev/shm", "/var/tmp", "/run")  # empty and private in every sandbox
+# What the runner needs in its environment, sandboxed or not: one torch thread per kernel, and
+# no .pyc files written beside the course.
+RUNNER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 FIRST_UID = 61000  # sandbox user ids: FIRST_UID + slot, one per submission graded at once
 
 
@@ -207,9 +210,8 @@ def sandbox_command(
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "HOME": "/tmp",
         "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "agg",
+        **RUNNER_ENV,
     }
     env |= {k: v for k, v in os.environ.items() if k in ("VFM_DATA_DIR", "VFM_PROFILE")}
     argv = [isolation.bwrap or "bwrap", *BASE_FLAGS]
