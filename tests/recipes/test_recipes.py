@@ -14,6 +14,8 @@ from vfm_course.core import CheckpointError
 from vfm_course.models import (
     CLIP,
     CLIP_PRESETS,
+    DINO,
+    DINO_PRESETS,
     MAE_PRESETS,
     SIMCLR_PRESETS,
     MaskedAutoencoder,
@@ -41,6 +43,7 @@ MODELS = {
     "mae": lambda: MaskedAutoencoder(MAE_PRESETS["mae_course_tiny"]),
     "simclr": lambda: SimCLR(SIMCLR_PRESETS["simclr_course_tiny"]),
     "clip": lambda: CLIP(CLIP_PRESETS["clip_course_tiny"]),
+    "dino": lambda: DINO(DINO_PRESETS["dino_course_tiny_koleo"]),
 }
 
 
