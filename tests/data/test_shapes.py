@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
 from vfm_course.data import (
     COLOUR_NAMES,
+    COURSE_WORLD,
     SCENES_CONFIG,
     SHAPE_CLASSES,
     ShapesConfig,
@@ -184,3 +186,33 @@ def test_scene_objects_show_their_colour(scenes):
             mean = scenes.images[i][mask].mean(0)
             target = np.array(COLOURS[COLOUR_NAMES[colour]])
             assert np.abs(mean - target).max() < 60
+
+
+def test_shape_masks_cover_each_image_s_own_shape() -> None:
+    """The masks line up with the rendered images: the mask covers about the shape's area
+    (pi r^2 for the equal-area radius r), the pixels under it differ from the image's plain
+    background, and those outside it are the background."""
+    from vfm_course.data import load_shape_masks, load_shapes, shape_masks
+
+    data = generate_shapes(300, COURSE_WORLD, seed=3)
+    masks = shape_masks(300, COURSE_WORLD, seed=3)
+    assert masks.shape == (300, 32, 32) and masks.dtype == bool
+    ratio = masks.sum(axis=(1, 2)) / (np.pi * data.sizes**2)
+    assert np.all(np.abs(ratio - 1) < 0.2), ratio.min()
+    img = data.images.astype(np.float64)
+    diff = np.abs(img - img[:, :1, :1, :]).sum(axis=-1)  # distance to the corner's colour
+    inside = np.array([diff[i][masks[i]].mean() for i in range(300)])
+    outside = np.array([diff[i][~masks[i]].mean() for i in range(300)])
+    assert inside.min() > 5 * outside.max()
+    # Another image's mask does not fit: the masks are per image, not one shared template.
+    assert (masks[0] != masks[1]).any()
+    # The loader's masks belong to the loader's images (the split's seed) and do not depend on n.
+    x, _ = load_shapes("test", 40, COURSE_WORLD, cache_dir=None)  # (40, 3, 32, 32) in [0, 1]
+    m = load_shape_masks("test", 40, COURSE_WORLD)
+    assert torch.equal(m, load_shape_masks("test", 300, COURSE_WORLD)[:40])
+    d = (x - x[:, :, :1, :1]).abs().sum(dim=1)  # (40, 32, 32)
+    assert min(d[i][m[i]].mean() for i in range(40)) > 5 * max(
+        d[i][~m[i]].mean() for i in range(40)
+    )
+    with pytest.raises(ValueError, match="split"):
+        load_shape_masks("val", 4, COURSE_WORLD)

@@ -23,7 +23,14 @@ from .colour import (
     per_sample,
     rgb_to_grayscale,
 )
-from .datasets import AUTO, SPLIT_SEEDS, get_classification_data, load_digits, load_shapes
+from .datasets import (
+    AUTO,
+    SPLIT_SEEDS,
+    get_classification_data,
+    load_digits,
+    load_shape_masks,
+    load_shapes,
+)
 from .loaders import BatchLoader, images_to_tensor
 from .multicrop import GLOBAL_AUGMENT, LOCAL_AUGMENT, MultiCropConfig, multi_crop
 from .raster import (
@@ -79,6 +86,7 @@ from .shapes import (
     position_phrase,
     sample_objects,
     shape_alpha,
+    shape_masks,
     size_word,
 )
 from .tokenizer import PROMPT_WORDS, SPECIAL_TOKENS, Tokenizer, build_vocab

@@ -30,7 +30,7 @@ from ..core.profile import Profile
 from ..core.validate import check_choice, check_positive_int
 from .loaders import images_to_tensor
 from .real import DatasetFileError, load_torchvision
-from .shapes import COURSE_WORLD, ShapesConfig, generate_shapes
+from .shapes import COURSE_WORLD, ShapesConfig, generate_shapes, shape_masks
 
 AUTO = "auto"  # a folder argument's default: the one under data_dir(), found at call time
 SPLIT_SEEDS = {"train": 10_007, "test": 20_011}  # fixed and far from the seeds people type
@@ -125,6 +125,18 @@ def load_shapes(
     with np.load(path, allow_pickle=False) as npz:
         images, labels = npz["images"], npz["labels"]
     return images_to_tensor(images), torch.from_numpy(labels)
+
+
+def load_shape_masks(
+    split: str,
+    n: int,
+    config: ShapesConfig = ShapesConfig(),  # noqa: B008 (frozen: a shared default is safe)
+) -> torch.Tensor:
+    """The object masks of ``load_shapes(split, n, config)``'s images: bool (n, H, W), True on
+    the shape (:func:`~vfm_course.data.shapes.shape_masks`). Not cached: drawing the shapes
+    alone, without backgrounds, is fast."""
+    check_choice(split, "split", ("train", "test"))
+    return torch.from_numpy(shape_masks(n, config, seed=SPLIT_SEEDS[split]))
 
 
 # --- real images ----------------------------------------------------------------------------------

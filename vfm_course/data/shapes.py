@@ -285,6 +285,24 @@ def check_shapes_config(config: object) -> ShapesConfig:
     return config
 
 
+def shape_masks(n: int, config: ShapesConfig = ShapesConfig(), seed: int = 0) -> np.ndarray:
+    """Where the shape of each image of ``generate_shapes(n, config, seed)`` is: bool (n, H, W),
+    True where the shape covers at least half a pixel.
+
+    The same random streams, drawn in the same order, rebuild each image's shape parameters
+    (the rest of the image is not rendered), so the masks align with the images exactly.
+    Lesson 07 scores attention maps against them.
+    """
+    check_positive_int(n, "n")
+    seed = check_seed(seed)
+    config = check_shapes_config(config)
+    parts = []
+    for block in range(math.ceil(n / _CHUNK)):
+        rng = np.random.default_rng([seed, block, 0])  # generate_shapes' stream of this block
+        parts.append(shape_alpha(sample_objects(rng, _CHUNK, config), config.image_size) >= 0.5)
+    return np.concatenate(parts)[:n]
+
+
 def generate_shapes(n: int, config: ShapesConfig = ShapesConfig(), seed: int = 0) -> ShapesData:
     """Render ``n`` images of one shape each, with labels and captions; see :class:`ShapesData`.
 
