@@ -11,6 +11,7 @@ import vfm_course.eval.attention_masks as am
 from tests.helpers import small_vit
 from vfm_course.eval import (
     attention_iou,
+    attention_on_object,
     cls_attention,
     mask_iou,
     patch_mask_to_pixels,
@@ -73,3 +74,25 @@ def test_attention_on_the_object_scores_higher_than_beside_it(monkeypatch):
     assert scores["on"]["iou_all_patches"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="masks"):
         attention_iou(vit, torch.rand(2, 3, 32, 32), masks)
+
+
+def test_attention_on_object_weighs_patches_by_their_coverage(monkeypatch):
+    vit = small_vit(num_classes=0, patch_size=8)  # a 4x4 grid
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, :8, :12] = True  # patch 0 whole, patch 1 half: 1.5 patches of 16
+    uniform = torch.full((2, 3, 16), 0.05)  # unnormalised rows (the CLS share left out)
+    focused = torch.zeros(2, 3, 16)
+    focused[:, 0, 0] = 1.0  # head 0 on the fully covered patch
+    focused[:, 1:, 1] = 1.0  # heads 1 and 2 on the half-covered one
+    scores = {}
+    for name, attn in (("uniform", uniform), ("focused", focused)):
+        monkeypatch.setattr(am, "cls_attention", lambda m, x, a=attn: a)
+        scores[name] = attention_on_object(vit, torch.rand(2, 3, 32, 32), masks)
+    assert scores["uniform"]["object_area"] == pytest.approx(1.5 / 16)
+    assert scores["uniform"]["lift"] == pytest.approx(1.0)
+    # Heads averaged: (1 + 0.5 + 0.5) / 3 of the mass on the object; the best head has all of it.
+    assert scores["focused"]["object_mass"] == pytest.approx(2 / 3)
+    assert scores["focused"]["lift"] == pytest.approx((2 / 3) / (1.5 / 16))
+    assert scores["focused"]["lift_best_head"] == pytest.approx(16 / 1.5)
+    with pytest.raises(TypeError, match="bool"):
+        attention_on_object(vit, torch.rand(2, 3, 32, 32), masks.float())

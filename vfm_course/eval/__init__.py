@@ -5,6 +5,7 @@ forms (export, int8).
 
 from .attention_masks import (
     attention_iou,
+    attention_on_object,
     cls_attention,
     mask_iou,
     patch_mask_to_pixels,

@@ -3,8 +3,9 @@
 An exercise is a function the learner writes in a lesson notebook. In the solution notebooks its
 body sits between ``# BEGIN SOLUTION`` and ``# END SOLUTION``; the student notebooks replace that
 part with ``raise NotImplementedError`` (see :mod:`vfm_course.course.student`). Each lesson's
-module here (``attention``, ``vit``, ``contrastive``, ``mae``, ``finetune``, ``detection``)
-defines its checkers and its :class:`Exercise` entries side by side; each entry ties together:
+module here (``attention``, ``vit``, ``contrastive``, ``mae``, ``finetune``, ``detection``,
+``self_distillation``) defines its checkers and its :class:`Exercise` entries side by side;
+each entry ties together:
 
 * where it lives: the notebook and the ids of its answer cells;
 * the learner's function names and the ``check_*`` function giving instant feedback;
@@ -24,10 +25,11 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from . import attention, contrastive, detection, finetune, mae, vit
+from . import attention, contrastive, detection, finetune, mae, self_distillation, vit
 from .exercise import Exercise
 
-LESSONS = (attention, vit, contrastive, mae, finetune, detection)  # lesson order
+# Lesson order.
+LESSONS = (attention, vit, contrastive, mae, finetune, detection, self_distillation)
 EXERCISES: dict[str, Exercise] = {e.name: e for lesson in LESSONS for e in lesson.EXERCISES}
 # The cell up to which the grader runs a lesson's reference notebook before the exercises.
 SETUP_CELLS: dict[str, str] = {lesson.NOTEBOOK: lesson.SETUP_CELL for lesson in LESSONS}
