@@ -14,6 +14,7 @@ from vfm_course.eval import (
     knn_accuracy,
     knn_predict,
     label_efficiency,
+    label_efficiency_features,
     labelled_subset,
     linear_probe,
     probe,
@@ -196,6 +197,13 @@ def test_label_efficiency_equals_probes_on_the_same_subsets() -> None:
     assert table["flat"][1.0][0] > table["flat"][0.05][0] - 0.05  # more labels do not hurt here
     with pytest.raises(ValueError, match="encoders is empty"):
         label_efficiency({}, (x, y), test)
+    # From features already extracted: the same table.
+    cached = label_efficiency_features(
+        {"flat": (x, test[0])}, y, test[1], fractions=(0.05, 1.0), seeds=(0, 1)
+    )
+    assert cached == table
+    with pytest.raises(ValueError, match="features is empty"):
+        label_efficiency_features({}, y, test[1])
 
 
 def test_probe_encoder_equals_probe_features_on_the_extracted_features() -> None:

@@ -34,6 +34,7 @@ from .probe import (
     knn_accuracy,
     knn_predict,
     label_efficiency,
+    label_efficiency_features,
     labelled_subset,
     linear_probe,
     probe_encoder,

@@ -306,16 +306,34 @@ def label_efficiency(
     """
     if not encoders:
         raise ValueError("encoders is empty: pass {name: encoder}")
+    features = {
+        name: (extract_features(encoder, train[0]), extract_features(encoder, test[0]))
+        for name, encoder in encoders.items()
+    }
+    return label_efficiency_features(features, train[1], test[1], fractions, seeds)
+
+
+def label_efficiency_features(
+    features: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
+    seeds: tuple[int, ...] = (0, 1, 2),
+) -> dict[str, dict[float, tuple[float, float]]]:
+    """:func:`label_efficiency` on features already extracted: ``features`` maps a name to
+    (train features (N, D), test features (M, D)), for a lesson that reads the same frozen
+    features more than once. Same subsets, same return value."""
+    if not features:
+        raise ValueError("features is empty: pass {name: (train features, test features)}")
     if not seeds:
         raise ValueError("seeds is empty: each fraction below 1 needs at least one subset")
-    train_y, test_y = train[1], test[1]
+    train_y, test_y = train_labels, test_labels
     subsets = {
         f: [labelled_subset(train_y, f, s) for s in (seeds if f < 1 else seeds[:1])]
         for f in fractions
     }
     table: dict[str, dict[float, tuple[float, float]]] = {}
-    for name, encoder in encoders.items():
-        f_train, f_test = extract_features(encoder, train[0]), extract_features(encoder, test[0])
+    for name, (f_train, f_test) in features.items():
         table[name] = {}
         for fraction, idx_list in subsets.items():
             accs = torch.tensor(
