@@ -31,6 +31,7 @@ from .datasets import (
     load_shape_masks,
     load_shapes,
 )
+from .folder import FolderImages, find_images, load_image_folder, split_folder
 from .loaders import BatchLoader, images_to_tensor
 from .multicrop import GLOBAL_AUGMENT, LOCAL_AUGMENT, MultiCropConfig, multi_crop
 from .raster import (
