@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.helpers import assert_golden
+from vfm_course.data import DatasetFileError
 from vfm_course.models import MAE_PRESETS, MaskedAutoencoder
 from vfm_course.recipes import downstream
 from vfm_course.train import read_checkpoint, save_checkpoint
@@ -106,3 +107,33 @@ def test_downstream_errors(data_dir):
     (data_dir / "checkpoints" / "full" / "simclr_cifar10.safetensors").unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="python -m vfm_course.recipes simclr_cifar10"):
         downstream.load_full_encoder("simclr_cifar10")
+
+
+def test_finetune_recipe_trains_on_an_image_folder(data_dir, tmp_path, monkeypatch):
+    """--image-folder: the recipe reads a folder of PNGs of any size (3 classes here, against
+    CIFAR-10's 10), holds out a fifth of each class, and names the output after the folder."""
+    from PIL import Image
+
+    monkeypatch.setattr(downstream, "load_real", lambda *a, **k: pytest.fail("read CIFAR-10"))
+    folder = tmp_path / "my_shapes"
+    g = torch.Generator().manual_seed(0)
+    for k, name in enumerate(["a", "b", "c"]):
+        (folder / name).mkdir(parents=True)
+        for i in range(10):
+            size = (20 + 3 * i, 40 - i)  # no two images share a size
+            pixels = (torch.rand(size[1], size[0], 3, generator=g) * 80 + 80 * k).byte().numpy()
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    name = "finetune_cifar10_probe"
+    recipe = replace(downstream.DOWNSTREAM_RECIPES[name], steps=30, batch_size=8, lr=1e-2)
+    monkeypatch.setitem(downstream.DOWNSTREAM_RECIPES, name, recipe)
+    downstream.main([name, "--image-folder", str(folder)])  # the command line's way in
+    path = data_dir / "checkpoints" / "full" / f"{name}_my_shapes.safetensors"
+    ckpt = read_checkpoint(path)
+    meta = ckpt["metadata"]
+    assert meta["dataset"] == str(folder) and meta["labels"] == 2  # 10% of the 24 kept to train
+    assert ckpt["model"]["head.weight"].shape[0] == 3  # one output per class folder
+    with pytest.raises(ValueError, match="finetune_"):
+        downstream.run_downstream("seg_pets", image_folder=str(folder))
+    (folder / "c" / "0.png").write_bytes(b"broken")
+    with pytest.raises(DatasetFileError, match="could not be read"):
+        downstream.run_downstream(name, force=True, image_folder=str(folder))

@@ -6,7 +6,9 @@ FULL_RECIPES`, saved under the work folder's ``checkpoints/full/``) to real data
 
 - ``finetune_*``: classification on CIFAR-10 / STL-10 with a linear probe, LoRA, or full
   fine-tuning with layer-wise lr decay (:mod:`vfm_course.layers.lora`,
-  :mod:`vfm_course.train.optim`), from a fraction of labels;
+  :mod:`vfm_course.train.optim`), from a fraction of labels; ``--image-folder PATH`` trains
+  the same recipe on your own images instead (one sub-folder per class,
+  :mod:`vfm_course.data.folder`; a fifth of each class is held out for the test);
 - ``seg_pets``: a segmentation head on Oxford-IIIT Pet (pet / background, border ignored);
 - ``det_pennfudan``: the CenterNet head on Penn-Fudan pedestrians (:mod:`vfm_course.dense`).
 
@@ -29,6 +31,7 @@ from torch import nn
 
 from ..core.files import download_dir, work_dir
 from ..core.validate import check_choice
+from ..data.folder import load_image_folder, split_folder
 from ..data.loaders import BatchLoader
 from ..data.real import IGNORE_INDEX, load_pennfudan, load_torchvision
 from ..dense.centernet import CenterNet, centernet_loss_fn
@@ -129,14 +132,31 @@ def load_full_encoder(name: str) -> VisionTransformer:
     return backbone(model)
 
 
-def finetune(recipe: FinetuneRecipe, download: bool = False) -> tuple[nn.Module, dict]:
-    """Run a :class:`FinetuneRecipe`; return the classifier (CPU) and its test accuracy."""
+def _folder_data(folder: str, image_size: int, seed: int):
+    """A folder's images split 80 / 20 per class, the training part shuffled (the first
+    ``label_fraction`` of it is then a random subset, not the first classes)."""
+    (x_train, y_train), test = split_folder(load_image_folder(folder, image_size), 0.2, seed)
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    return (x_train[order], y_train[order]), test
+
+
+def finetune(
+    recipe: FinetuneRecipe, download: bool = False, image_folder: str | None = None
+) -> tuple[nn.Module, dict]:
+    """Run a :class:`FinetuneRecipe`; return the classifier (CPU) and its test accuracy.
+
+    With ``image_folder`` the recipe trains on that folder's images (resized to the encoder's
+    input) instead of ``recipe.dataset``, with as many classes as it has sub-folders."""
     encoder = load_full_encoder(recipe.encoder)
     size = encoder.cfg.img_size
-    x_train, y_train = load_real(recipe.dataset, "train", 10**9, size, download)
-    x_test, y_test = load_real(recipe.dataset, "test", recipe.n_test, size, download)
+    if image_folder is not None:
+        (x_train, y_train), (x_test, y_test) = _folder_data(image_folder, size, recipe.seed)
+        recipe = replace(recipe, dataset=str(image_folder))
+    else:
+        x_train, y_train = load_real(recipe.dataset, "train", 10**9, size, download)
+        x_test, y_test = load_real(recipe.dataset, "test", recipe.n_test, size, download)
     n = max(1, round(recipe.label_fraction * len(x_train)))
-    num_classes = int(y_train.max()) + 1
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
     torch.manual_seed(recipe.seed)
     model = classifier_from_encoder(encoder, num_classes)
     optimizer = None
@@ -158,6 +178,7 @@ def finetune(recipe: FinetuneRecipe, download: bool = False) -> tuple[nn.Module,
     )
     return model.cpu(), {
         "test_acc": round(history.final["acc"], 4),
+        "dataset": recipe.dataset,
         "labels": n,
         "train_seconds": round(history.seconds, 1),
     }
@@ -206,14 +227,26 @@ def train_dense(recipe: DenseRecipe, download: bool = False) -> tuple[nn.Module,
 
 
 def run_downstream(
-    name: str, steps: int | None = None, force: bool = False, download: bool = False
+    name: str,
+    steps: int | None = None,
+    force: bool = False,
+    download: bool = False,
+    image_folder: str | None = None,
 ) -> Path:
     """Run downstream recipe ``name`` and save ``checkpoints/full/NAME.safetensors`` in the work
-    folder (never over an existing file without ``force``); rank 0 alone writes under torchrun."""
+    folder (never over an existing file without ``force``); rank 0 alone writes under torchrun.
+
+    ``image_folder`` (``finetune_*`` recipes only) trains on your own images instead; the
+    output is then ``NAME_FOLDERNAME.safetensors``."""
     if name not in DOWNSTREAM_RECIPES:
         known = ", ".join(sorted(DOWNSTREAM_RECIPES))
         raise ValueError(f"unknown downstream recipe {name!r}; known: {known}")
-    path = work_dir() / "checkpoints" / "full" / f"{name}.safetensors"
+    if image_folder is not None and not isinstance(DOWNSTREAM_RECIPES[name], FinetuneRecipe):
+        raise ValueError(
+            f"--image-folder trains a classifier: use it with a finetune_* recipe, not {name}"
+        )
+    stem = name if image_folder is None else f"{name}_{Path(image_folder).expanduser().name}"
+    path = work_dir() / "checkpoints" / "full" / f"{stem}.safetensors"
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to replace it")
     recipe = DOWNSTREAM_RECIPES[name]
@@ -221,8 +254,10 @@ def run_downstream(
         recipe = replace(recipe, steps=steps)
     # Warmup is at most a tenth of the run, so a shortened run (--steps) stays valid.
     recipe = replace(recipe, warmup_steps=min(recipe.warmup_steps, recipe.steps // 10))
-    run = finetune if isinstance(recipe, FinetuneRecipe) else train_dense
-    model, results = run(recipe, download=download)
+    if isinstance(recipe, FinetuneRecipe):
+        model, results = finetune(recipe, download=download, image_folder=image_folder)
+    else:
+        model, results = train_dense(recipe, download=download)
     if dist.is_main():
         meta = {"recipe": name, "settings": asdict(recipe), **results}
         save_checkpoint(path, model, None, metadata=meta)
@@ -236,8 +271,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the step count")
     parser.add_argument("--force", action="store_true", help="replace an existing file")
     parser.add_argument("--download", action="store_true", help="fetch a missing dataset")
+    parser.add_argument(
+        "--image-folder",
+        default=None,
+        help="finetune_* only: train on your own images, one sub-folder per class",
+    )
     args = parser.parse_args(argv)
-    run_downstream(args.name, steps=args.steps, force=args.force, download=args.download)
+    run_downstream(
+        args.name,
+        steps=args.steps,
+        force=args.force,
+        download=args.download,
+        image_folder=args.image_folder,
+    )
 
 
 if __name__ == "__main__":
