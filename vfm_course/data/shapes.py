@@ -286,21 +286,16 @@ def check_shapes_config(config: object) -> ShapesConfig:
 
 
 def shape_masks(n: int, config: ShapesConfig = ShapesConfig(), seed: int = 0) -> np.ndarray:
-    """Where the shape of each image of ``generate_shapes(n, config, seed)`` is: bool (n, H, W),
-    True where the shape covers at least half a pixel.
-
-    The same random streams, drawn in the same order, rebuild each image's shape parameters
-    (the rest of the image is not rendered), so the masks align with the images exactly.
-    Lesson 07 scores attention maps against them.
-    """
+    """Bool (n, H, W), True where the shape of each image of ``generate_shapes(n, config, seed)``
+    covers at least half a pixel: the same random streams, drawn in the same order, rebuild the
+    shapes (nothing else is rendered), so the masks align with the images exactly."""
     check_positive_int(n, "n")
-    seed = check_seed(seed)
-    config = check_shapes_config(config)
-    parts = []
-    for block in range(math.ceil(n / _CHUNK)):
-        rng = np.random.default_rng([seed, block, 0])  # generate_shapes' stream of this block
-        parts.append(shape_alpha(sample_objects(rng, _CHUNK, config), config.image_size) >= 0.5)
-    return np.concatenate(parts)[:n]
+    seed, config = check_seed(seed), check_shapes_config(config)
+    streams = (np.random.default_rng([seed, b, 0]) for b in range(math.ceil(n / _CHUNK)))
+    size = config.image_size
+    return np.concatenate(
+        [shape_alpha(sample_objects(rng, _CHUNK, config), size) >= 0.5 for rng in streams]
+    )[:n]
 
 
 def generate_shapes(n: int, config: ShapesConfig = ShapesConfig(), seed: int = 0) -> ShapesData:

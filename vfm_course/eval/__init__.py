@@ -27,15 +27,13 @@ from .deployment import (
     quantize_int8,
     serialized_megabytes,
 )
+from .label_efficiency import label_efficiency, label_efficiency_features, labelled_subset
 from .patch_kinds import PATCH_KINDS, patch_kinds
 from .probe import (
     ProbeResult,
     extract_features,
     knn_accuracy,
     knn_predict,
-    label_efficiency,
-    label_efficiency_features,
-    labelled_subset,
     linear_probe,
     probe_encoder,
     probe_features,
