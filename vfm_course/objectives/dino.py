@@ -163,11 +163,9 @@ def dino_loss_fn(
             )
         images = batch[0] if isinstance(batch, list | tuple) else batch
         views = multi_crop(images, c.crops)
-        if c.koleo_weight > 0:
-            feats = encode_views(model.student.backbone, views)  # (V * B, D)
-            student_out = model.student.head(feats)  # (V * B, K)
-        else:
-            student_out = model(views)  # (V * B, K)
+        # The student's forward, model(views), in its two halves: KoLeo reads the features.
+        feats = encode_views(model.student.backbone, views)  # (V * B, D)
+        student_out = model.student.head(feats)  # (V * B, K)
         teacher_out = model.forward_teacher(views[: c.crops.n_global])  # (n * B, K)
         # Softmaxes in fp32 even under bf16 autocast: dividing by 0.04 magnifies rounding 25x.
         with torch.autocast(student_out.device.type, enabled=False):
