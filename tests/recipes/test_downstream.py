@@ -131,6 +131,7 @@ def test_finetune_recipe_trains_on_an_image_folder(data_dir, tmp_path, monkeypat
     ckpt = read_checkpoint(path)
     meta = ckpt["metadata"]
     assert meta["dataset"] == str(folder) and meta["labels"] == 2  # 10% of the 24 kept to train
+    assert meta["settings"]["dataset"] == str(folder)  # the settings name what was trained on
     assert ckpt["model"]["head.weight"].shape[0] == 3  # one output per class folder
     with pytest.raises(ValueError, match="finetune_"):
         downstream.run_downstream("seg_pets", image_folder=str(folder))

@@ -149,9 +149,9 @@ def finetune(
     input) instead of ``recipe.dataset``, with as many classes as it has sub-folders."""
     encoder = load_full_encoder(recipe.encoder)
     size = encoder.cfg.img_size
+    source = recipe.dataset if image_folder is None else str(image_folder)
     if image_folder is not None:
         (x_train, y_train), (x_test, y_test) = _folder_data(image_folder, size, recipe.seed)
-        recipe = replace(recipe, dataset=str(image_folder))
     else:
         x_train, y_train = load_real(recipe.dataset, "train", 10**9, size, download)
         x_test, y_test = load_real(recipe.dataset, "test", recipe.n_test, size, download)
@@ -172,13 +172,13 @@ def finetune(
         model,
         classification_loss(),
         BatchLoader(x_train[:n], y_train[:n], recipe.batch_size, seed=recipe.seed),
-        engine_config(recipe, f"{recipe.method} fine-tune on {recipe.dataset}", True),
+        engine_config(recipe, f"{recipe.method} fine-tune on {source}", True),
         eval_fn=lambda m: evaluate_classifier(m, x_test, y_test),
         optimizer=optimizer,
     )
     return model.cpu(), {
         "test_acc": round(history.final["acc"], 4),
-        "dataset": recipe.dataset,
+        "dataset": source,
         "labels": n,
         "train_seconds": round(history.seconds, 1),
     }
@@ -250,6 +250,8 @@ def run_downstream(
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to replace it")
     recipe = DOWNSTREAM_RECIPES[name]
+    if image_folder is not None:  # the settings saved below then name the folder trained on
+        recipe = replace(recipe, dataset=str(image_folder))
     if steps is not None:
         recipe = replace(recipe, steps=steps)
     # Warmup is at most a tenth of the run, so a shortened run (--steps) stays valid.
