@@ -12,6 +12,7 @@ from tests.helpers import small_vit
 from vfm_course.eval import (
     attention_iou,
     attention_on_object,
+    attention_scores,
     cls_attention,
     mask_iou,
     patch_mask_to_pixels,
@@ -96,3 +97,15 @@ def test_attention_on_object_weighs_patches_by_their_coverage(monkeypatch):
     assert scores["focused"]["lift_best_head"] == pytest.approx(16 / 1.5)
     with pytest.raises(TypeError, match="bool"):
         attention_on_object(vit, torch.rand(2, 3, 32, 32), masks.float())
+
+
+def test_attention_scores_are_both_scores_from_one_pass(monkeypatch):
+    vit = small_vit(num_classes=0, patch_size=8)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.7
+    expected = {**attention_iou(vit, x, masks, mass=0.5), **attention_on_object(vit, x, masks)}
+    calls = []
+    real = am.cls_attention
+    monkeypatch.setattr(am, "cls_attention", lambda m, i: calls.append(1) or real(m, i))
+    assert attention_scores(vit, x, masks, mass=0.5) == pytest.approx(expected)
+    assert len(calls) == 1

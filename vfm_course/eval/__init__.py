@@ -6,6 +6,7 @@ forms (export, int8).
 from .attention_masks import (
     attention_iou,
     attention_on_object,
+    attention_scores,
     cls_attention,
     mask_iou,
     patch_mask_to_pixels,

@@ -86,8 +86,14 @@ def attention_iou(
     and ``iou_all_patches`` (the mask of the whole image: what an attention spread evenly over
     the image would score, the floor to beat)."""
     masks = _check_masks(images, masks)
-    attn = cls_attention(model, images).float()  # (B, h, N)
-    grid, size = model.cfg.grid_size, images.shape[-1]
+    return _iou_scores(cls_attention(model, images).float(), masks, model.cfg.grid_size, mass)
+
+
+def _iou_scores(
+    attn: torch.Tensor, masks: torch.Tensor, grid: tuple[int, int], mass: float
+) -> dict[str, float]:
+    """:func:`attention_iou` from the attention (B, h, N) already computed."""
+    size = masks.shape[-1]
     per_head = mask_iou(patch_mask_to_pixels(top_mass_mask(attn, mass), grid, size), masks[:, None])
     mean_attn = patch_mask_to_pixels(top_mass_mask(attn.mean(dim=1), mass), grid, size)
     everything = torch.ones_like(masks)
@@ -109,6 +115,13 @@ def _check_masks(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return masks
 
 
+def _patch_size(model: torch.nn.Module, images: torch.Tensor) -> int:
+    p = model.cfg.patch_size
+    if images.shape[-1] % p or images.shape[-2] % p:
+        raise ValueError(f"images must be a multiple of the patch size {p}, got {images.shape}")
+    return p
+
+
 @torch.no_grad()
 def attention_on_object(
     model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor
@@ -125,12 +138,14 @@ def attention_on_object(
     ``lift_best_head`` (the best single head's lift), each a mean over the images.
     """
     masks = _check_masks(images, masks)
-    p = model.cfg.patch_size
-    if images.shape[-1] % p or images.shape[-2] % p:
-        raise ValueError(f"images must be a multiple of the patch size {p}, got {images.shape}")
-    attn = cls_attention(model, images).float()  # (B, h, N)
+    p = _patch_size(model, images)
+    return _object_scores(cls_attention(model, images).float(), masks, p)
+
+
+def _object_scores(attn: torch.Tensor, masks: torch.Tensor, patch: int) -> dict[str, float]:
+    """:func:`attention_on_object` from the attention (B, h, N) already computed."""
     attn = attn / attn.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    coverage = F.avg_pool2d(masks[:, None].float(), p).flatten(1)  # (B, N), raster order
+    coverage = F.avg_pool2d(masks[:, None].float(), patch).flatten(1)  # (B, N), raster order
     area = coverage.mean()
     per_head = (attn * coverage[:, None]).sum(dim=-1).mean(dim=0)  # (h,)
     mass = (attn.mean(dim=1) * coverage).sum(dim=-1).mean()
@@ -139,4 +154,19 @@ def attention_on_object(
         "object_area": area.item(),
         "lift": (mass / area).item(),
         "lift_best_head": (per_head.max() / area).item(),
+    }
+
+
+@torch.no_grad()
+def attention_scores(
+    model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, mass: float = 0.6
+) -> dict[str, float]:
+    """:func:`attention_iou` and :func:`attention_on_object` in one dict, from one pass of the
+    model (the attention of every layer is computed once, not once per score)."""
+    masks = _check_masks(images, masks)
+    p = _patch_size(model, images)
+    attn = cls_attention(model, images).float()  # (B, h, N)
+    return {
+        **_iou_scores(attn, masks, model.cfg.grid_size, mass),
+        **_object_scores(attn, masks, p),
     }
