@@ -11,44 +11,69 @@ from tests.helpers import unfinished
 from vfm_course.course.exercises.finetune import (
     check_distillation_loss,
     check_fgsm,
-    check_lora_forward,
-    lora_forward_reference,
+    check_lora_merge,
+    check_pgd,
+    lora_merge_reference,
+    lora_unmerge_reference,
+    pgd_reference,
 )
 from vfm_course.layers import LoRALinear
 
-# ----------------------------------------------------------------------------- LoRA forward
+# ----------------------------------------------------------------------------- LoRA merge
 
 
-def test_lora_reference_equals_the_package_layer():
+def test_lora_merge_reference_equals_the_package_layer():
     torch.manual_seed(0)
     layer = LoRALinear(nn.Linear(8, 5), r=2, alpha=6.0)
     nn.init.normal_(layer.lora_B)  # B starts at zero; make the update visible
-    x = torch.randn(3, 4, 8)
-    expected = layer(x)
-    base = layer.base_layer
-    got = lora_forward_reference(
-        x, base.weight, base.bias, layer.lora_A, layer.lora_B, layer.scaling
-    )
-    torch.testing.assert_close(got, expected)
+    pretrained = layer.base_layer.weight.detach().clone()
+    merged = lora_merge_reference(pretrained, layer.lora_A, layer.lora_B, layer.scaling)
+    layer.merge()
+    torch.testing.assert_close(merged, layer.base_layer.weight)
+    restored = lora_unmerge_reference(merged, layer.lora_A, layer.lora_B, layer.scaling)
+    torch.testing.assert_close(restored, pretrained)
 
 
-def test_lora_forward_checker(capsys) -> None:
-    assert check_lora_forward(lora_forward_reference)
+def _merge(w, A, B, s):
+    return w + s * B @ A
+
+
+def _unmerge(w, A, B, s):
+    return w - s * B @ A
+
+
+def _merge_in_place(w, A, B, s):
+    w += s * B @ A
+    return w
+
+
+def test_lora_merge_checker(capsys) -> None:
+    assert check_lora_merge(lora_merge_reference, lora_unmerge_reference)
     assert capsys.readouterr().out.startswith("✓")
-    wrong = {
-        "not scaled": lambda x, w, b, A, B, s: F.linear(x, w, b) + x @ A.T @ B.T,
-        "divided the update": lambda x, w, b, A, B, s: F.linear(x, w, b) + x @ A.T @ B.T / s,
-        "bias is missing": lambda x, w, b, A, B, s: x @ w.T + s * (x @ A.T @ B.T),
-        "only the low-rank update": lambda x, w, b, A, B, s: (
-            s * (F.linear(x, w, b) + x @ A.T @ B.T)
-        ),
-        "base layer alone": lambda x, w, b, A, B, s: F.linear(x, w, b),
-        "raised RuntimeError": lambda x, w, b, A, B, s: F.linear(x, w, b) + s * (x @ B @ A),
-        "wrong values": lambda x, w, b, A, B, s: F.linear(x, w, b) + s * x @ A.T @ B.T + 0.1,
+    wrong_merge = {
+        "not scaled": lambda w, A, B, s: w + B @ A,
+        "divided the update": lambda w, A, B, s: w + B @ A / s,
+        "subtracts the update": _unmerge,
+        "update alone": lambda w, A, B, s: s * B @ A,
+        "not the pretrained weight": lambda w, A, B, s: s * (w + B @ A),
+        "pretrained weight unchanged": lambda w, A, B, s: w.clone(),
+        r"shape \(out, in\)": lambda w, A, B, s: w.T + s * A.T @ B.T,
+        "raised RuntimeError": lambda w, A, B, s: w + s * A @ B,
+        "changed the weight it was given": _merge_in_place,
+        r"max \|yours - reference\|": lambda w, A, B, s: w + s * B @ A + 0.1,
     }
-    for hint, fn in wrong.items():
+    for hint, fn in wrong_merge.items():
         with pytest.raises(AssertionError, match=hint):
-            check_lora_forward(fn)
+            check_lora_merge(fn, _unmerge)
+    wrong_unmerge = {
+        "added the update again": _merge,
+        "without its scaling": lambda w, A, B, s: w - B @ A,
+        "merged weight unchanged": lambda w, A, B, s: w.clone(),
+        "your unmerge changed the weight": lambda w, A, B, s: w.sub_(s * B @ A),
+    }
+    for hint, fn in wrong_unmerge.items():
+        with pytest.raises(AssertionError, match=hint):
+            check_lora_merge(_merge, fn)
 
 
 # ----------------------------------------------------------------------------- distillation
@@ -117,11 +142,56 @@ def test_fgsm_checker(capsys) -> None:
             check_fgsm(lambda m, x, y, e, bug=bug: reference_fgsm(m, x, y, e, bug=bug))
 
 
+# ----------------------------------------------------------------------------- PGD
+
+
+def my_pgd(model, images, labels, epsilon, steps, generator, *, bug: str | None = None):
+    """PGD written the way the lesson suggests: the FGSM step in a loop, projected."""
+    step = epsilon if bug == "full_step" else 2.5 * epsilon / steps
+    if bug == "global_rng":
+        noise = torch.rand(images.shape)
+    else:
+        noise = torch.rand(images.shape, generator=generator)
+    x_adv = images.clone() if bug == "no_start" else (images + epsilon * (2 * noise - 1))
+    x_adv = x_adv.clamp(0, 1)
+    for _ in range(steps):
+        x_adv = reference_fgsm(model, x_adv, labels, -step if bug == "descent" else step)
+        if bug != "no_projection":
+            x_adv = torch.min(torch.max(x_adv, images - epsilon), images + epsilon)
+    return x_adv[0] if bug == "one_image" else x_adv
+
+
+def test_pgd_checker(capsys) -> None:
+    assert check_pgd(pgd_reference)
+    assert check_pgd(my_pgd)  # clip to [0, 1], then to the ball: the same as the package
+    assert capsys.readouterr().out.startswith("✓")
+    hints = {
+        "full_step": "each step moved by epsilon",
+        "no_start": "starts at the clean images",
+        "descent": "moved \\*down\\* the loss",
+        "no_projection": "project back into the ball",
+        "global_rng": "same seeded generator gave different images",
+        "one_image": "return the perturbed images",
+    }
+    for bug, hint in hints.items():
+        with pytest.raises(AssertionError, match=hint):
+            check_pgd(lambda m, x, y, e, n, g, bug=bug: my_pgd(m, x, y, e, n, g, bug=bug))
+
+    def train_mode(m, x, y, e, n, g):
+        m.train()
+        return my_pgd(m, x, y, e, n, g)
+
+    with pytest.raises(AssertionError, match="eval mode after|train mode after"):
+        check_pgd(train_mode)
+
+
 # Each checker rejects a known-wrong (or unfinished) answer with the hint that names the mistake.
 WRONG_ANSWERS = [
-    pytest.param(check_lora_forward, (unfinished,), "not finished", id="lora_forward-0"),
+    pytest.param(check_lora_merge, (unfinished, _unmerge), "not finished", id="lora_merge-0"),
+    pytest.param(check_lora_merge, (_merge, unfinished), "not finished", id="lora_merge-1"),
     pytest.param(check_distillation_loss, (unfinished,), "not finished", id="distillation_loss-1"),
     pytest.param(check_fgsm, (unfinished,), "not finished", id="fgsm-2"),
+    pytest.param(check_pgd, (unfinished,), "not finished", id="pgd-4"),
     pytest.param(
         check_fgsm,
         (lambda m, x, y, e: reference_fgsm(m, x, y, e)[0],),

@@ -1,4 +1,4 @@
-"""Lesson 05's exercises: a LoRA forward, distillation loss, FGSM."""
+"""Lesson 05's exercises: LoRA merge and unmerge, the distillation loss, FGSM, PGD."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import torch
 
-from ...objectives.adversarial import fgsm
+from ...objectives.adversarial import fgsm, pgd
 from ...objectives.distillation import distillation_loss
-from .checking import call_learner, diagnose, expect_tensor, fail, passed, randn
+from .checking import call_learner, close, diagnose, expect_tensor, fail, passed, randn
 from .exercise import Exercise, HiddenCase
 from .hidden_inputs import (
     SEEDED_MLP_EXPR,
@@ -19,43 +19,84 @@ from .hidden_inputs import (
 # --- lesson 05: fine-tuning --------------------------------------------------------------------
 
 
-def check_lora_forward(fn: Callable[..., torch.Tensor]) -> bool:
-    """Check ``fn(x, weight, bias, lora_A, lora_B, scaling)`` -> ``x W^T + b + s (x A^T) B^T``.
+def check_lora_merge(
+    merge: Callable[..., torch.Tensor], unmerge: Callable[..., torch.Tensor]
+) -> bool:
+    """Check ``merge(weight, lora_A, lora_B, scaling)`` -> ``W + s B A`` and ``unmerge(...)`` ->
+    ``W - s B A``.
 
-    x (..., in), weight (out, in), bias (out,), lora_A (r, in), lora_B (out, r) -> (..., out):
-    a frozen linear layer plus LoRA's scaled low-rank update (Hu et al. 2021).
+    weight (out, in), lora_A (r, in), lora_B (out, r) -> a new (out, in) tensor, the input left
+    as it was. The promise being checked is LoRA's: the merged weight computes exactly what the
+    frozen layer plus its factored update computes, so inference costs nothing extra (Hu et al.
+    2021, Sec. 4.1), and unmerging gives the pretrained weight back.
     """
     import torch.nn.functional as F
 
-    ex = "check_lora_forward"
+    ex = "check_lora_merge"
     g = torch.Generator().manual_seed(501)
-    cases = [((2, 5), 8, 6, 2, 2.0), ((3,), 4, 7, 1, 0.5), ((2, 3, 4), 10, 5, 3, 4.0)]
-    for lead, d_in, d_out, r, s in cases:
-        x, weight, bias = randn(g, *lead, d_in), randn(g, d_out, d_in), randn(g, d_out)
+    cases = [(8, 6, 2, 2.0), (4, 7, 1, 0.5), (10, 5, 3, 4.0)]
+    for d_in, d_out, r, s in cases:
+        weight, bias = randn(g, d_out, d_in), randn(g, d_out)
         lora_A, lora_B = randn(g, r, d_in), randn(g, d_out, r)
-        out = call_learner(ex, fn, x, weight, bias, lora_A, lora_B, s)
-        out = expect_tensor(
-            ex,
-            out,
-            (*lead, d_out),
-            "the output has the base layer's shape (..., out): x @ weight.T + bias, plus the "
-            "update (x @ lora_A.T) @ lora_B.T",
+        x = randn(g, 3, d_in)
+        case = f"for weight {tuple(weight.shape)}, r={r}, scaling={s}"
+        shape_hint = (
+            "the merged weight has the pretrained weight's shape (out, in): lora_B (out, r) "
+            "times lora_A (r, in)"
         )
-        base = F.linear(x, weight, bias)  # (..., out)
-        update = (x @ lora_A.T) @ lora_B.T  # (..., out)
+        merged = expect_tensor(
+            ex, call_learner(ex, merge, weight, lora_A, lora_B, s), (d_out, d_in), shape_hint
+        )
+        delta = lora_B @ lora_A  # (out, in), rank <= r
         wrong = {
-            "the update is not scaled: multiply (x A^T) B^T by scaling (= alpha / r)": base
-            + update,
-            "you divided the update by scaling: multiply by it (scaling = alpha / r is "
-            "already the factor)": base + update / s,
-            "the bias is missing: the base layer is x @ weight.T + bias": x @ weight.T + s * update,
-            "scaling multiplies only the low-rank update, not the frozen base layer": s
-            * (base + update),
-            "that is the base layer alone: add the low-rank update s * (x A^T) B^T": base,
+            "the update is not scaled: add scaling * lora_B @ lora_A (scaling = alpha / r)": weight
+            + delta,
+            "you divided the update by scaling: multiply by it (scaling = alpha / r is already "
+            "the factor)": weight + delta / s,
+            "that subtracts the update: merging adds it, W + scaling * B A": weight - s * delta,
+            "that is the update alone: merging adds it to the pretrained weight": s * delta,
+            "scaling multiplies only the low-rank update, not the pretrained weight": s
+            * (weight + delta),
+            "that is the pretrained weight unchanged: add scaling * lora_B @ lora_A": weight,
         }
-        case = f"for x {tuple(x.shape)}, r={r}, scaling={s}"
-        diagnose(ex, out, base + s * update, wrong, case)
-    return passed(f"the LoRA forward matches the reference on {len(cases)} shapes and ranks")
+        diagnose(ex, merged, weight + s * delta, wrong, f"of the merged weight {case}")
+        # What merging promises: one plain linear layer computes the adapted layer.
+        adapted = F.linear(x, weight, bias) + s * (x @ lora_A.T) @ lora_B.T  # (3, out)
+        diagnose(ex, F.linear(x, merged, bias), adapted, {}, f"of x @ merged.T + b {case}")
+
+        restored = expect_tensor(
+            ex,
+            call_learner(ex, unmerge, weight + s * delta, lora_A, lora_B, s),
+            (d_out, d_in),
+            shape_hint,
+        )
+        twice, unscaled = weight + 2 * s * delta, weight + (s - 1) * delta
+        wrong = {
+            "unmerge added the update again: it subtracts what merge added": twice,
+            "unmerge removed the update without its scaling: subtract scaling * B A": unscaled,
+            "unmerge returned the merged weight unchanged: subtract scaling * B A": weight
+            + s * delta,
+        }
+        diagnose(ex, restored, weight, wrong, f"of unmerge(merged) {case}")
+
+    # In place: the learner's own tensors, not copies, so an edit of the input shows.
+    for name, fn in (("merge", merge), ("unmerge", unmerge)):
+        w = randn(g, 5, 4)
+        before = w.clone()
+        call_learner(
+            ex, lambda *args, fn=fn, w=w: fn(w, *args[1:]), w, randn(g, 2, 4), randn(g, 5, 2), 2.0
+        )
+        if not torch.equal(w, before):
+            fail(
+                ex,
+                f"your {name} changed the weight it was given (an in-place `+=` or `-=`)",
+                "return a new tensor, `weight + ...`: the caller decides whether to copy it into "
+                "the layer, and a weight changed behind its back gets merged twice",
+            )
+    return passed(
+        f"merge and unmerge match W +/- scaling * B A on {len(cases)} shapes and ranks, and "
+        "x @ merged.T + b equals the frozen layer plus its low-rank update"
+    )
 
 
 def _kd_variant(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, T: float, a: float, bug: str):
@@ -158,13 +199,36 @@ def _fgsm_models(g: torch.Generator) -> list[tuple[str, torch.nn.Module]]:
     return [("a small MLP in eval mode", mlp.eval()), ("a CNN with BatchNorm in train mode", cnn)]
 
 
+def _call_attack(ex: str, fn: Callable[..., torch.Tensor], model: torch.nn.Module, *args):
+    """Call the learner's attack; fail if it leaves the model changed or in another mode."""
+    was_training = model.training
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    out = call_learner(ex, fn, model, *args)
+    if model.training != was_training:
+        fail(
+            ex,
+            f"the model was in {'train' if was_training else 'eval'} mode before your "
+            f"function and in {'train' if model.training else 'eval'} mode after",
+            "put it back as you found it: `with eval_mode(model): ...` does that for you",
+        )
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
+    model.load_state_dict(state)
+    if changed:
+        fail(
+            ex,
+            f"the attack changed the model ({', '.join(changed)})",
+            "run the model in eval mode during the attack (`with eval_mode(model):`), so "
+            "BatchNorm neither uses the batch's statistics nor updates its running ones",
+        )
+    return out
+
+
 def check_fgsm(fn: Callable[..., torch.Tensor]) -> bool:
     """Check ``fn(model, images, labels, epsilon)`` -> ``clamp(x + eps * sign(grad_x CE), 0, 1)``,
     computed with the model in eval mode and the model's mode restored afterwards."""
     import torch.nn.functional as F
 
     from ...core.inference import eval_mode
-    from ...objectives.adversarial import fgsm
 
     ex = "check_fgsm"
     g = torch.Generator().manual_seed(503)
@@ -172,28 +236,10 @@ def check_fgsm(fn: Callable[..., torch.Tensor]) -> bool:
     cases = [(0, 3, 0.1), (1, 4, 0.05), (0, 2, 0.3), (1, 3, 0.02)]
     for m, B, eps in cases:
         what, model = models[m]
-        was_training = model.training
         x = torch.rand(B, 3, 4, 4, generator=g)
         y = torch.randint(4, (B,), generator=g)
         expected = fgsm(model, x, y, eps)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        out = call_learner(ex, fn, model, x, y, eps)
-        if model.training != was_training:
-            fail(
-                ex,
-                f"the model was in {'train' if was_training else 'eval'} mode before your "
-                f"function and in {'train' if model.training else 'eval'} mode after",
-                "put it back as you found it: `with eval_mode(model): ...` does that for you",
-            )
-        changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
-        model.load_state_dict(state)
-        if changed:
-            fail(
-                ex,
-                f"the attack changed the model ({', '.join(changed)})",
-                "run the model in eval mode during the attack (`with eval_mode(model):`), so "
-                "BatchNorm neither uses the batch's statistics nor updates its running ones",
-            )
+        out = _call_attack(ex, fn, model, x, y, eps)
         out = expect_tensor(ex, out, tuple(x.shape), "return the perturbed images, (B, C, H, W)")
         xg = x.clone().requires_grad_(True)
         with eval_mode(model), torch.enable_grad():
@@ -212,11 +258,95 @@ def check_fgsm(fn: Callable[..., torch.Tensor]) -> bool:
     return passed(f"FGSM matches the reference on {len(cases)} models and budgets")
 
 
-def lora_forward_reference(x, weight, bias, lora_A, lora_B, scaling):
-    """x (..., in) -> (..., out): the frozen layer plus the scaled low-rank update, the formula of
-    :meth:`vfm_course.layers.LoRALinear.forward` with its weights passed in."""
-    base = torch.nn.functional.linear(x, weight, bias)  # (..., out)
-    return base + (x @ lora_A.T) @ lora_B.T * scaling  # (..., r) -> (..., out)
+def _pgd_variant(model, x, y, eps, steps, g, bug: str) -> torch.Tensor:
+    """PGD with one known mistake, from the same random start as the reference."""
+    import torch.nn.functional as F
+
+    from ...core.inference import eval_mode
+
+    step = eps if bug == "full_step" else 2.5 * eps / steps
+    noise = torch.rand(x.shape, generator=g)
+    x_adv = x.clone() if bug == "no_start" else (x + eps * (2 * noise - 1)).clamp(0, 1)
+    with eval_mode(model), torch.enable_grad():
+        for _ in range(steps):
+            xg = x_adv.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
+            x_adv = x_adv + (-step if bug == "descent" else step) * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+            x_adv = x_adv.clamp(0, 1)
+    return x_adv
+
+
+def check_pgd(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(model, images, labels, epsilon, steps, generator)`` against the package's
+    :func:`~vfm_course.objectives.adversarial.pgd` (step ``2.5 epsilon / steps``, random start
+    ``x + epsilon (2 u - 1)`` with ``u = torch.rand(images.shape, generator=generator)``, each
+    step projected onto the epsilon-ball around the clean images and onto [0, 1])."""
+    ex = "check_pgd"
+    g = torch.Generator().manual_seed(504)
+    models = _fgsm_models(g)
+    cases = [(0, 3, 0.1, 3), (1, 4, 0.05, 5), (0, 2, 0.3, 4), (1, 3, 0.2, 2)]
+    for m, B, eps, steps in cases:
+        what, model = models[m]
+        x = torch.rand(B, 3, 4, 4, generator=g)
+        y = torch.randint(4, (B,), generator=g)
+        seed = int(torch.randint(2**31, (1,), generator=g))
+        expected = pgd(model, x, y, eps, steps=steps, generator=torch.Generator().manual_seed(seed))
+        out = _call_attack(ex, fn, model, x, y, eps, steps, torch.Generator().manual_seed(seed))
+        out = expect_tensor(ex, out, tuple(x.shape), "return the perturbed images, (B, C, H, W)")
+        case = f"on {what}, epsilon={eps}, {steps} steps"
+        if close(out, expected):
+            continue
+        again = _call_attack(ex, fn, model, x, y, eps, steps, torch.Generator().manual_seed(seed))
+        if not close(again, out):
+            fail(
+                ex,
+                f"two calls with the same seeded generator gave different images {case}",
+                "draw the random start from the generator you are given: "
+                "torch.rand(images.shape, generator=generator)",
+            )
+        if (out - x).abs().max() > eps + 1e-6:
+            fail(
+                ex,
+                f"some pixels moved by {(out - x).abs().max().item():.3g} > epsilon = {eps} {case}",
+                "after each step, project back into the ball: clip to [images - epsilon, "
+                "images + epsilon] around the *clean* images (then to [0, 1])",
+            )
+        if out.min() < 0 or out.max() > 1:
+            fail(ex, f"the result leaves the valid pixel range {case}", "clamp it to [0, 1]")
+        wrong = {
+            f"each step moved by epsilon: PGD takes {steps} smaller steps of size 2.5 * "
+            "epsilon / steps, so the walk can turn and still cross the ball": "full_step",
+            "the walk starts at the clean images: start at a random point of the ball, "
+            "x + epsilon * (2 * torch.rand(images.shape, generator=generator) - 1), clamped "
+            "to [0, 1]": "no_start",
+            "the images moved *down* the loss: each step adds step_size * sign(gradient)": (
+                "descent"
+            ),
+        }
+        variants = {
+            hint: _pgd_variant(model, x, y, eps, steps, torch.Generator().manual_seed(seed), bug)
+            for hint, bug in wrong.items()
+        }
+        diagnose(ex, out, expected, variants, case)
+    return passed(f"PGD matches the package's pgd on {len(cases)} models, budgets and step counts")
+
+
+def lora_merge_reference(weight, lora_A, lora_B, scaling):
+    """(out, in) -> (out, in): the pretrained weight plus the scaled update, ``W + s B A``, the
+    weight :meth:`vfm_course.layers.LoRALinear.merge` writes into its base layer."""
+    return weight + scaling * lora_B @ lora_A  # (out, r) @ (r, in) -> (out, in), rank <= r
+
+
+def lora_unmerge_reference(weight, lora_A, lora_B, scaling):
+    """(out, in) -> (out, in): a merged weight minus the scaled update, ``W - s B A``."""
+    return weight - scaling * lora_B @ lora_A
+
+
+def pgd_reference(model, images, labels, epsilon, steps, generator):
+    """The package's :func:`~vfm_course.objectives.adversarial.pgd` with its default step size
+    and random start, in the exercise's signature."""
+    return pgd(model, images, labels, epsilon, steps=steps, generator=generator)
 
 
 # --- the registry entries ---------------------------------------------------------------------
@@ -226,26 +356,26 @@ SETUP_CELL = "imports"  # the grader runs the notebook up to and including this 
 
 EXERCISES = (
     Exercise(
-        name="lora_forward",
+        name="lora_merge",
         notebook=NOTEBOOK,
-        functions=("my_lora_forward",),
-        cells=("ex1-lora-forward",),
-        checker=check_lora_forward,
-        references=(lora_forward_reference,),
+        functions=("my_lora_merge", "my_lora_unmerge"),
+        cells=("ex1-lora-merge",),
+        checker=check_lora_merge,
+        references=(lora_merge_reference, lora_unmerge_reference),
         hidden=(
             HiddenCase(
                 "r=2, scaling 2",
-                f"my_lora_forward({randn_expr(2, 5, 8)}, {randn_expr(6, 8)}, {randn_expr(6)}, "
-                f"{randn_expr(2, 8)}, {randn_expr(6, 2)}, 2.0)",
+                f"(lambda w, a, b: (my_lora_merge(w, a, b, 2.0), my_lora_unmerge(w, a, b, 2.0)))"
+                f"({randn_expr(6, 8)}, {randn_expr(2, 8)}, {randn_expr(6, 2)})",
             ),
             HiddenCase(
                 "r=1, scaling 0.5",
-                f"my_lora_forward({randn_expr(3, 4)}, {randn_expr(7, 4)}, {randn_expr(7)}, "
-                f"{randn_expr(1, 4)}, {randn_expr(7, 1)}, 0.5)",
+                f"(lambda w, a, b: (my_lora_merge(w, a, b, 0.5), my_lora_unmerge(w, a, b, 0.5)))"
+                f"({randn_expr(7, 4)}, {randn_expr(1, 4)}, {randn_expr(7, 1)})",
             ),
         ),
         seed=7501,
-        forbidden=("LoRALinear", "apply_lora", "merge_lora"),
+        forbidden=("LoRALinear", "apply_lora", "merge_lora", "unmerge_lora"),
     ),
     Exercise(
         name="distillation_loss",
@@ -289,6 +419,28 @@ EXERCISES = (
             ),
         ),
         seed=7503,
+        forbidden=("pgd", "adversarial_loss_fn", "robust_accuracy"),
+    ),
+    Exercise(
+        name="pgd",
+        notebook=NOTEBOOK,
+        functions=("my_pgd",),
+        cells=("ex4-pgd",),
+        checker=check_pgd,
+        references=(pgd_reference,),
+        hidden=(
+            HiddenCase(
+                "epsilon 0.1, 3 steps",
+                f"my_pgd({SEEDED_MLP_EXPR}, {rand_expr(3, 3, 4, 4)}, "
+                f"_torch.randint(3, (3,), generator=_g), 0.1, 3, _g)",
+            ),
+            HiddenCase(
+                "epsilon 0.05, 5 steps",
+                f"my_pgd({SEEDED_MLP_EXPR}, {rand_expr(2, 3, 4, 4)}, "
+                f"_torch.randint(3, (2,), generator=_g), 0.05, 5, _g)",
+            ),
+        ),
+        seed=7504,
         forbidden=("pgd", "adversarial_loss_fn", "robust_accuracy"),
     ),
 )
