@@ -3,7 +3,8 @@
 An exercise is a function the learner writes in a lesson notebook. In the solution notebooks its
 body sits between ``# BEGIN SOLUTION`` and ``# END SOLUTION``; the student notebooks replace that
 part with ``raise NotImplementedError`` (see :mod:`vfm_course.course.student`). Each lesson's
-module here (``attention``, ``vit``, ``contrastive``, ``mae``, ``finetune``, ``detection``,
+module here (``attention``, ``vit``, ``contrastive``, ``mae``, ``finetune`` (with its checkers for
+the attacks in ``robustness``), ``detection``,
 ``self_distillation``) defines its checkers and its :class:`Exercise` entries side by side;
 each entry ties together:
 
