@@ -6,8 +6,12 @@ import pytest
 import torch
 
 from tests.helpers import unfinished
-from vfm_course.course.exercises.mae import check_mae_loss, check_random_masking
-from vfm_course.layers import num_kept
+from vfm_course.course.exercises.mae import (
+    check_insert_mask_tokens,
+    check_mae_loss,
+    check_random_masking,
+)
+from vfm_course.layers import gather_tokens, insert_mask_tokens, num_kept
 
 
 def reference_masking(x, mask_ratio, noise, *, bug: str | None = None):
@@ -77,6 +81,38 @@ def test_mae_loss_checker(capsys) -> None:
 
 
 # Each checker rejects a known-wrong (or unfinished) answer with the hint that names the mistake.
+def decoder_tokens(x, mask_token, ids_restore, num_prefix, *, bug: str | None = None):
+    """The MAE decoder's input written out, optionally with one known mistake."""
+    B, N = ids_restore.shape
+    front, visible = x[:, :num_prefix], x[:, num_prefix:]
+    fill = mask_token.expand(B, N - visible.shape[1], -1)
+    seq = torch.cat([fill, visible] if bug == "mask_first" else [visible, fill], dim=1)
+    if bug == "cls_unshuffled":  # the class token inside the unshuffle: N + 1 tokens
+        return gather_tokens(torch.cat([front, seq], dim=1), ids_restore)
+    if bug != "no_unshuffle":
+        ids = ids_restore.argsort(dim=1) if bug == "shuffle_again" else ids_restore
+        seq = gather_tokens(seq, ids)
+    return seq if bug == "no_prefix" else torch.cat([front, seq], dim=1)
+
+
+def test_insert_mask_tokens_checker(capsys) -> None:
+    assert check_insert_mask_tokens(insert_mask_tokens)
+    assert check_insert_mask_tokens(decoder_tokens)
+    assert capsys.readouterr().out.startswith("✓")
+    hints = {
+        "mask_first": "go \\*after\\* the visible tokens",
+        "no_unshuffle": "still in shuffled order",
+        "shuffle_again": "applies the shuffle again",
+        "no_prefix": "Keep the first num_prefix tokens",
+        "cls_unshuffled": "Keep the first num_prefix tokens",
+    }
+    for bug, hint in hints.items():
+        with pytest.raises(AssertionError, match=hint):
+            check_insert_mask_tokens(lambda *a, bug=bug: decoder_tokens(*a, bug=bug))
+    with pytest.raises(AssertionError, match="not finished"):
+        check_insert_mask_tokens(unfinished)
+
+
 WRONG_ANSWERS = [
     pytest.param(
         check_random_masking,

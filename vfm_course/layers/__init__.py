@@ -16,6 +16,7 @@ from .masking import (
     MaskedTokens,
     check_mask_ratio,
     gather_tokens,
+    insert_mask_tokens,
     num_kept,
     random_masking,
     unshuffle,

@@ -121,6 +121,39 @@ def unshuffle(x_shuffled: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tens
     return gather_tokens(x_shuffled, ids_restore)  # (B, N, D)
 
 
+def insert_mask_tokens(
+    x: torch.Tensor, mask_token: torch.Tensor, ids_restore: torch.Tensor, num_prefix: int = 0
+) -> torch.Tensor:
+    """The MAE decoder's input: the visible tokens plus one shared mask token per hidden patch,
+    back in the patches' original order.
+
+    Args:
+        x: (B, num_prefix + N_keep, D), prefix tokens (e.g. CLS) first, then the visible
+            tokens in shuffled order (as :func:`random_masking` kept them).
+        mask_token: (1, 1, D), the learned vector that stands in for every hidden patch.
+        ids_restore: (B, N), ``argsort(ids_shuffle)``.
+        num_prefix: how many leading tokens of ``x`` are not patches; they stay in front,
+            outside the unshuffle.
+
+    Returns:
+        (B, num_prefix + N, D): prefix tokens, then token ``n`` = patch ``n``'s visible token
+        or the mask token. The visible tokens followed by the mask tokens are exactly the
+        shuffled order, so one unshuffle puts every token at its patch's position.
+    """
+    x = check_tensor(x, "x", ndim=3)
+    ids_restore = check_tensor(ids_restore, "ids_restore", ndim=2)
+    B, length, dim = x.shape
+    n = ids_restore.shape[1]
+    if not num_prefix < length <= num_prefix + n:
+        raise ValueError(
+            f"x has {length} tokens; with {num_prefix} prefix token(s) and N = {n} patches it "
+            f"must have between {num_prefix + 1} and {num_prefix + n}"
+        )
+    mask_tokens = mask_token.expand(B, num_prefix + n - length, dim)  # (B, N - N_keep, D)
+    patches = torch.cat([x[:, num_prefix:], mask_tokens], dim=1)  # (B, N, D), shuffled order
+    return torch.cat([x[:, :num_prefix], unshuffle(patches, ids_restore)], dim=1)
+
+
 def random_masking(
     x: torch.Tensor,
     mask_ratio: float,

@@ -30,7 +30,7 @@ from ..core.configs import config_from_dict
 from ..core.inference import eval_mode
 from ..core.validate import check_heads, check_positive_int, check_tensor, resolve_config
 from ..layers.blocks import LN_EPS, Block, init_linear
-from ..layers.masking import check_mask_ratio, num_kept, random_masking, unshuffle
+from ..layers.masking import check_mask_ratio, insert_mask_tokens, num_kept, random_masking
 from ..layers.patches import patchify, unpatchify
 from ..layers.pos_embed import sincos_pos_embed_2d
 from .vit import VisionTransformer, ViTConfig, vit_config
@@ -229,13 +229,8 @@ class MaskedAutoencoder(nn.Module):
                 f"1 <= N_keep <= {n}; got {tuple(latent.shape)} (pass forward_encoder's output)"
             )
         x = self.decoder_embed(latent)  # (B, [1+]N_keep, Dd)
-        b, length, dd = x.shape
-        mask_tokens = self.mask_token.expand(b, n + prefix - length, -1)  # (B, N - N_keep, Dd)
-        # Visible tokens first, then mask tokens: exactly the shuffled order, so one unshuffle
-        # puts every token (real or mask) at its original patch position.
-        patches = torch.cat([x[:, prefix:], mask_tokens], dim=1)  # (B, N, Dd), shuffled order
-        patches = unshuffle(patches, ids_restore)  # (B, N, Dd), original order
-        x = torch.cat([x[:, :prefix], patches], dim=1)  # (B, L, Dd)
+        # Mask tokens appended, then everything unshuffled to the patches' order: (B, L, Dd).
+        x = insert_mask_tokens(x, self.mask_token, ids_restore, prefix)
         x = x + self.decoder_pos_embed  # (B, L, Dd)
         x = self.decoder_blocks(x)
         x = self.decoder_norm(x)

@@ -1,4 +1,4 @@
-"""Lesson 04's exercises: random masking and the masked-patch loss."""
+"""Lesson 04's exercises: random masking, the decoder's mask tokens, the masked-patch loss."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ...layers.masking import random_masking
+from ...layers.masking import gather_tokens, insert_mask_tokens, random_masking
 from ...models.mae import masked_patch_loss
 from .checking import call_learner, diagnose, expect_tensor, fail, passed, randn
 from .exercise import Exercise, HiddenCase
@@ -82,6 +82,52 @@ def check_random_masking(fn: Callable[..., Any]) -> bool:
     return passed(f"random masking matches the reference on {len(cases)} shapes and ratios")
 
 
+def check_insert_mask_tokens(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(x, mask_token, ids_restore, num_prefix)`` -> the decoder's full sequence.
+
+    x (B, num_prefix + N_keep, D) with the visible tokens in shuffled order, mask_token
+    (1, 1, D), ids_restore (B, N) -> (B, num_prefix + N, D): the prefix tokens, then for each
+    patch its visible token or the mask token, in the patches' original order.
+    """
+    ex = "check_insert_mask_tokens"
+    g = torch.Generator().manual_seed(403)
+    cases = [(2, 8, 3, 0.625, 1), (3, 10, 2, 0.5, 0), (1, 16, 4, 0.75, 1)]
+    for B, N, D, ratio, prefix in cases:
+        patches = randn(g, B, N, D)
+        kept, _, ids_restore, _ = random_masking(patches, ratio, torch.rand(B, N, generator=g))
+        x = torch.cat([randn(g, B, prefix, D), kept], dim=1)  # (B, prefix + N_keep, D)
+        mask_token = randn(g, 1, 1, D)
+        out = expect_tensor(
+            ex,
+            call_learner(ex, fn, x, mask_token, ids_restore, prefix),
+            (B, prefix + N, D),
+            "the decoder sees every patch plus the prefix tokens: (B, num_prefix + N, D). Keep "
+            "the first num_prefix tokens of x in front, outside the unshuffle",
+        )
+        expected = insert_mask_tokens(x, mask_token, ids_restore, prefix)
+        visible, front = x[:, prefix:], x[:, :prefix]
+        fill = mask_token.expand(B, N - visible.shape[1], D)
+        shuffled = torch.cat([visible, fill], dim=1)  # (B, N, D), the shuffled order
+        wrong = {
+            "the mask tokens go *after* the visible tokens: visible first, then mask tokens, "
+            "is exactly the shuffled order that ids_restore undoes": torch.cat(
+                [front, gather_tokens(torch.cat([fill, visible], dim=1), ids_restore)], dim=1
+            ),
+            "the sequence is still in shuffled order: gather it at ids_restore (unshuffle) so "
+            "token n is patch n": torch.cat([front, shuffled], dim=1),
+            "that applies the shuffle again instead of undoing it: gather at ids_restore, "
+            "not at argsort(ids_restore)": torch.cat(
+                [front, gather_tokens(shuffled, ids_restore.argsort(dim=1))], dim=1
+            ),
+        }
+        case = f"for B={B}, N={N}, {visible.shape[1]} visible, {prefix} prefix token(s)"
+        diagnose(ex, out, expected, wrong, case)
+    return passed(
+        f"the decoder's sequence matches the reference on {len(cases)} shapes, with and "
+        "without a class token"
+    )
+
+
 def check_mae_loss(fn: Callable[..., torch.Tensor]) -> bool:
     """Check ``fn(pred, target, mask)`` -> scalar: the per-patch MSE (mean over a patch's
     pixels), averaged over the masked patches only. pred, target (B, N, P*P*C); mask (B, N)
@@ -151,6 +197,30 @@ EXERCISES = (
         ),
         seed=7401,
         forbidden=("MaskedAutoencoder",),
+    ),
+    Exercise(
+        name="insert_mask_tokens",
+        notebook=NOTEBOOK,
+        functions=("my_insert_mask_tokens",),
+        cells=("ex-insert_mask_tokens",),
+        checker=check_insert_mask_tokens,
+        references=(insert_mask_tokens,),
+        hidden=(
+            HiddenCase(
+                "CLS + 4 of 16 patches",
+                "(lambda p, r: my_insert_mask_tokens(_torch.cat([p[:, :1], p[:, 1:][:, "
+                "r.argsort(1)[0, :4]]], 1), 2 * p[:1, :1], r, 1))"
+                f"({randn_expr(1, 17, 3)}, {rand_expr(1, 16)}.argsort(1).argsort(1))",
+            ),
+            HiddenCase(
+                "5 of 10 patches, no prefix",
+                "(lambda p, r: my_insert_mask_tokens(_torch.gather(p, 1, r.argsort(1)[:, :5, None]"
+                ".expand(-1, -1, 2)), p[:1, :1], r, 0))"
+                f"({randn_expr(2, 10, 2)}, {rand_expr(2, 10)}.argsort(1).argsort(1))",
+            ),
+        ),
+        seed=7403,
+        forbidden=("MaskedAutoencoder", "forward_decoder", "random_masking"),
     ),
     Exercise(
         name="mae_loss",
