@@ -21,6 +21,7 @@ from .centernet import (
     decode_centernet,
     encode_centernet_targets,
     gaussian_radius,
+    heatmap_peaks,
 )
 from .matching import brute_force_match, hungarian_match, match_cost
 from .segmentation import (

@@ -8,7 +8,7 @@ anchor boxes and, with one peak per object, little need for NMS.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -156,6 +156,26 @@ def centernet_loss_fn(size_weight: float = 0.1, offset_weight: float = 1.0):
 
 
 @torch.no_grad()
+def heatmap_peaks(
+    heat: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` highest local maxima of class heatmaps, over all classes and positions.
+
+    heat (B, K, Gh, Gw) of scores -> ``(scores, labels, ys, xs)``, each (B, k') with
+    k' = min(k, K Gh Gw), best first. A cell is a peak when it equals the max of its 3x3
+    neighbourhood in its own class map (a stride-1 max-pool, padded so borders compete only
+    with the cells they have); other cells score 0. This is CenterNet's replacement for NMS.
+    """
+    check_tensor(heat, "heat", ndim=4, floating=True)
+    check_positive_int(k, "k")
+    B, n_classes, gh, gw = heat.shape
+    peaks = heat == F.max_pool2d(heat, kernel_size=3, stride=1, padding=1)  # (B, K, Gh, Gw)
+    flat = (heat * peaks).flatten(1)  # (B, K*Gh*Gw), class-major: index = (c * Gh + y) * Gw + x
+    scores, idx = flat.topk(min(k, flat.shape[1]), dim=1)  # (B, k')
+    labels, cell = idx // (gh * gw), idx % (gh * gw)
+    return scores, labels, cell // gw, cell % gw
+
+
 def decode_centernet(
     outputs: torch.Tensor,
     stride: int,
@@ -163,14 +183,16 @@ def decode_centernet(
     score_threshold: float = 0.05,
     nms_iou: float | None = None,
     image_size: tuple[int, int] | None = None,
+    peaks: Callable[[torch.Tensor, int], tuple[torch.Tensor, ...]] = heatmap_peaks,
 ) -> list[dict[str, torch.Tensor]]:
     """Head outputs (B, K + 4, Gh, Gw) -> per image ``{"boxes", "scores", "labels"}``.
 
     A detection is a local maximum of a class heatmap: a cell equal to the max of its 3x3
-    neighbourhood (a max-pool replaces NMS, the paper's main simplification). The ``top_k``
-    best peaks over all classes are kept if their score exceeds ``score_threshold``; their box
-    is centred at (cell + offset) * stride with size (w, h) * stride. ``nms_iou`` optionally runs
-    class-aware NMS after all; ``image_size`` (H, W) clips boxes to the image.
+    neighbourhood (:func:`heatmap_peaks`; a max-pool replaces NMS, the paper's main
+    simplification; ``peaks`` lets a lesson pass its own version with the same contract). The
+    ``top_k`` best peaks over all classes are kept if their score exceeds ``score_threshold``;
+    their box is centred at (cell + offset) * stride with size (w, h) * stride. ``nms_iou``
+    optionally runs class-aware NMS after all; ``image_size`` (H, W) clips boxes to the image.
     Boxes are "xyxy" pixels, the format of ``metrics.mean_average_precision`` and torchmetrics.
     """
     check_tensor(outputs, "outputs", ndim=4, floating=True)
@@ -181,11 +203,8 @@ def decode_centernet(
     if k < 1:
         raise ValueError(f"outputs have {c} channels; CenterNet outputs have K + 4 (K >= 1)")
     heat = outputs[:, :k].float().sigmoid()  # (B, K, Gh, Gw)
-    peaks = heat == F.max_pool2d(heat, kernel_size=3, stride=1, padding=1)
-    heat = heat * peaks
-    scores, idx = heat.flatten(1).topk(min(top_k, k * gh * gw), dim=1)  # (B, k_top)
-    labels, cell = idx // (gh * gw), idx % (gh * gw)  # (B, k_top)
-    iy, ix = cell // gw, cell % gw
+    scores, labels, iy, ix = peaks(heat, top_k)  # (B, k_top) each
+    cell = iy * gw + ix  # (B, k_top)
     regs = outputs[:, k:].float().flatten(2)  # (B, 4, Gh*Gw)
     regs = regs.gather(2, cell[:, None, :].expand(-1, 4, -1))  # (B, 4, k_top)
     w, h = regs[:, 0].clamp(min=0) * stride, regs[:, 1].clamp(min=0) * stride

@@ -16,6 +16,8 @@ from .classification import accuracy, confusion_matrix, evaluate_classifier
 from .dense_metrics import (
     COCO_IOU_THRESHOLDS,
     COCO_RECALL_THRESHOLDS,
+    average_precision,
+    detection_matches,
     iou_from_confusion,
     jaccard_index,
     mean_average_precision,

@@ -4,6 +4,8 @@ average precision, each tested equal to torchmetrics on the same predictions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -167,10 +169,77 @@ def _match_image(ious: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     return matched
 
 
+def average_precision(scores: torch.Tensor, is_tp: torch.Tensor, n_gt: int) -> torch.Tensor:
+    """COCO's average precision of one class at one IoU threshold, from matched detections.
+
+    scores (D,) and is_tp (D,) bool (detection d was matched to a true box), over all images,
+    in any order; ``n_gt`` >= 1 true boxes -> a float64 scalar. The detections are ranked by
+    score (stable: ties keep the given order); after each one, precision = TP / (detections so
+    far) and recall = TP / n_gt; precision is made non-increasing in recall (each point takes
+    the best precision at any higher recall) and read at the 101 recall levels 0, 0.01, ..., 1
+    (the first detection reaching each level; 0 beyond the highest recall reached). AP is the
+    mean of the 101 values, pycocotools' rule.
+    """
+    check_tensor(scores, "scores", ndim=1)
+    check_tensor(is_tp, "is_tp", ndim=1)
+    if len(scores) != len(is_tp):
+        raise ValueError(f"scores ({len(scores)}) and is_tp ({len(is_tp)}) differ in length")
+    check_positive_int(n_gt, "n_gt")
+    order = scores.detach().cpu().double().argsort(descending=True, stable=True)
+    tp = is_tp.detach().cpu()[order].double()  # (D,), best score first
+    tp_sum, fp_sum = tp.cumsum(0), (1 - tp).cumsum(0)
+    recall = tp_sum / n_gt
+    precision = tp_sum / (tp_sum + fp_sum + np.finfo(np.float64).eps)
+    precision = precision.flip(0).cummax(0).values.flip(0)  # the non-increasing envelope
+    idx = torch.searchsorted(recall.contiguous(), COCO_RECALL_THRESHOLDS, side="left")  # (101,)
+    reached = idx < len(recall)
+    sampled = torch.zeros(len(COCO_RECALL_THRESHOLDS), dtype=torch.float64)
+    sampled[reached] = precision[idx[reached]]
+    return sampled.mean()
+
+
+def detection_matches(
+    preds: list[dict[str, torch.Tensor]],
+    targets: list[dict[str, torch.Tensor]],
+    label: int,
+    iou_thresholds: torch.Tensor = COCO_IOU_THRESHOLDS,
+    max_detections: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Every image's detections of class ``label`` matched to its true boxes of that class.
+
+    Per image, the detections (best score first, at most ``max_detections``) are matched
+    greedily to still-free true boxes with IoU >= each threshold, as in COCO. Returns the
+    pooled scores (D,) float64, ``is_tp`` (T, D) bool for the T thresholds, and the number of
+    true boxes of the class: the inputs of :func:`average_precision`.
+    """
+    preds, targets = _check_detections(preds, targets)
+    check_positive_int(max_detections, "max_detections")
+    thresholds = torch.as_tensor(iou_thresholds, dtype=torch.float64).reshape(-1)
+    return _matches(preds, targets, label, thresholds, max_detections)
+
+
+def _matches(preds, targets, label: int, thresholds: torch.Tensor, max_detections: int):
+    scores, hits, n_gt = [], [], 0
+    for p, t in zip(preds, targets, strict=True):
+        gt = t["boxes"][t["labels"] == label].detach().cpu().double()  # (G, 4)
+        mine = p["labels"] == label
+        det, sc = p["boxes"][mine].detach().cpu().double(), p["scores"][mine].detach().cpu()
+        order = sc.double().argsort(descending=True, stable=True)[:max_detections]
+        det, sc = det[order], sc[order].double()  # (D, 4), (D,)
+        n_gt += len(gt)
+        ious = box_iou(det, gt) if len(gt) and len(det) else torch.zeros(len(det), len(gt))
+        hits.append(_match_image(ious, thresholds))  # (T, D)
+        scores.append(sc)
+    return torch.cat(scores), torch.cat(hits, dim=1), n_gt
+
+
 def mean_average_precision(
     preds: list[dict[str, torch.Tensor]],
     targets: list[dict[str, torch.Tensor]],
     max_detections: int = 100,
+    average_precision_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = (
+        average_precision
+    ),
 ) -> dict[str, torch.Tensor]:
     """COCO box mAP (Lin et al. 2014), the numbers of torchmetrics' ``MeanAveragePrecision``.
 
@@ -181,7 +250,9 @@ def mean_average_precision(
     0, 0.01, ..., 1 (0 beyond the highest recall reached); AP is their mean. mAP averages AP over
     classes that have ground truth (a class only predicted does not count) and over the IoU
     thresholds 0.5, 0.55, ..., 0.95; ``map_50`` and ``map_75`` use one threshold. With no ground
-    truth at all every value is -1, as in pycocotools. Area range "all"; no crowd boxes.
+    truth at all every value is -1, as in pycocotools. Area range "all"; no crowd boxes. The
+    per-class AP is :func:`average_precision` of :func:`detection_matches`;
+    ``average_precision_fn`` lets a lesson score with its own AP of the same contract.
 
     The IoU thresholds are torchmetrics' float32 ``linspace(0.5, 0.95, 10)`` (so 0.55 is
     0.550000012), not pycocotools' float64 ones: a detection whose IoU lies between the two
@@ -202,32 +273,11 @@ def mean_average_precision(
     classes = torch.cat([lab.long().cpu() for lab in all_labels]).unique()  # sorted
     precision = torch.full((len(thr), len(classes)), -1.0, dtype=torch.float64)  # AP per (t, c)
     for ci, c in enumerate(classes.tolist()):
-        scores, hits, n_gt = [], [], 0
-        for p, t in zip(preds, targets, strict=True):
-            gt = t["boxes"][t["labels"] == c].detach().cpu().double()  # (G, 4)
-            mine = p["labels"] == c
-            det, sc = p["boxes"][mine].detach().cpu().double(), p["scores"][mine].detach().cpu()
-            order = sc.double().argsort(descending=True, stable=True)[:max_detections]
-            det, sc = det[order], sc[order].double()  # (D, 4), (D,)
-            n_gt += len(gt)
-            ious = box_iou(det, gt) if len(gt) and len(det) else torch.zeros(len(det), len(gt))
-            hits.append(_match_image(ious, thr))  # (T, D)
-            scores.append(sc)
+        scores, hits, n_gt = _matches(preds, targets, c, thr, max_detections)
         if n_gt == 0:
             continue  # AP undefined: left at -1 and out of the mean
-        order = torch.cat(scores).argsort(descending=True, stable=True)
-        tp = torch.cat(hits, dim=1)[:, order].double()  # (T, D_all), pooled by score
-        tp_sum, fp_sum = tp.cumsum(1), (1 - tp).cumsum(1)
-        recall = tp_sum / n_gt
-        prec = tp_sum / (tp_sum + fp_sum + np.finfo(np.float64).eps)
-        # Make precision non-increasing in recall (the "interpolated" precision envelope).
-        prec = prec.flip(1).cummax(1).values.flip(1)
         for ti in range(len(thr)):
-            idx = torch.searchsorted(recall[ti].contiguous(), COCO_RECALL_THRESHOLDS, side="left")
-            valid = idx < recall.shape[1]
-            q = torch.zeros(len(COCO_RECALL_THRESHOLDS), dtype=torch.float64)
-            q[valid] = prec[ti, idx[valid]]
-            precision[ti, ci] = q.mean()
+            precision[ti, ci] = float(average_precision_fn(scores, hits[ti], n_gt))
     has_gt = precision[0] > -1  # (C,)
 
     def mean(values: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,21 @@
-"""Lesson 06's exercises: box formats, IoU, NMS."""
+"""Lesson 06's exercises: IoU, NMS, CenterNet's peak decoding, average precision."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
-from ...dense.boxes import box_convert, box_iou, nms
-from .checking import call_learner, diagnose, expect_tensor, fail, passed
+from ...dense.boxes import box_iou, nms
+from ...dense.centernet import heatmap_peaks
+from ...eval.dense_metrics import COCO_RECALL_THRESHOLDS, average_precision
+from .checking import call_learner, close, diagnose, expect_tensor, fail, passed
 from .exercise import Exercise, HiddenCase
 from .hidden_inputs import (
     boxes_expr,
     clustered_expr,
     rand_expr,
-    sized_expr,
 )
 
 # --- lesson 06: detection ----------------------------------------------------------------------
@@ -23,42 +25,6 @@ def _random_boxes(g: torch.Generator, n: int, size: float = 64.0) -> torch.Tenso
     """(n, 4) valid "xyxy" boxes inside a size x size image."""
     xy = torch.rand(n, 2, generator=g) * size * 0.8
     return torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=g) * size * 0.3], dim=1)
-
-
-def check_box_convert(fn: Callable[[torch.Tensor, str, str], torch.Tensor]) -> bool:
-    """Check ``fn(boxes, in_fmt, out_fmt)`` for every pair of "xyxy", "xywh", "cxcywh"."""
-    ex = "check_box_convert"
-    g = torch.Generator().manual_seed(601)
-    formats = ("xyxy", "xywh", "cxcywh")
-    xyxy = _random_boxes(g, 7)
-    for in_fmt in formats:
-        boxes = box_convert(xyxy, "xyxy", in_fmt)
-        for out_fmt in formats:
-            out = expect_tensor(
-                ex,
-                call_learner(ex, fn, boxes, in_fmt, out_fmt),
-                (7, 4),
-                "return one row of 4 numbers per box: (N, 4)",
-            )
-            x1, y1, x2, y2 = xyxy.unbind(-1)
-            w, h = x2 - x1, y2 - y1
-            wrong = {
-                "the centre is the midpoint (x1 + x2) / 2, not x1 + w": torch.stack(
-                    [x1 + w, y1 + h, w, h], -1
-                ),
-                "from (cx, cy, w, h) the corner is cx - w / 2: half the width, not all of it": (
-                    torch.stack([x1 - w / 2, y1 - h / 2, x2 + w / 2, y2 + h / 2], -1)
-                ),
-                "(x, y, w, h) ends with the width and height, x2 - x1 and y2 - y1, not the "
-                "far corner": xyxy,
-                "x and y are swapped: boxes are (x, ...) first, then y": box_convert(
-                    xyxy[:, [1, 0, 3, 2]], "xyxy", out_fmt
-                ),
-            }
-            wrong = {k: v for k, v in wrong.items() if v.shape == out.shape}
-            case = f"converting {in_fmt!r} -> {out_fmt!r}"
-            diagnose(ex, out, box_convert(boxes, in_fmt, out_fmt), wrong, case)
-    return passed("box_convert matches the reference for all 9 pairs of formats")
 
 
 def check_box_iou(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
@@ -171,6 +137,129 @@ def _greedy(order: torch.Tensor, ious: torch.Tensor, thr: float, above: bool) ->
 
 # --- the registry entries ---------------------------------------------------------------------
 
+
+def _peak_heat(g: torch.Generator, B: int, K: int, gh: int, gw: int) -> torch.Tensor:
+    """(B, K, Gh, Gw) smooth random heatmaps in (0, 1): a few bumps per class, distinct values."""
+    noise = torch.rand(B, K, gh, gw, generator=g)
+    smooth = F.avg_pool2d(noise, 3, stride=1, padding=1, count_include_pad=False)
+    return (0.6 * smooth + 0.4 * noise).clamp(1e-3, 1 - 1e-3)
+
+
+def check_heatmap_peaks(fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, ...]]) -> bool:
+    """Check ``fn(heat, k)`` -> ``(scores, labels, ys, xs)``, each (B, k): the k highest 3x3
+    local maxima over all classes and cells of heat (B, K, Gh, Gw), best first."""
+    ex = "check_heatmap_peaks"
+    g = torch.Generator().manual_seed(603)
+    cases = [(2, 3, 5, 7, 6), (1, 2, 6, 4, 4), (3, 4, 4, 9, 8)]
+    for B, K, gh, gw, k in cases:
+        heat = _peak_heat(g, B, K, gh, gw)
+        out = call_learner(ex, fn, heat, k)
+        if not (isinstance(out, tuple) and len(out) == 4):
+            fail(ex, "return four tensors: (scores, labels, ys, xs)", "each of shape (B, k)")
+        out = [expect_tensor(ex, t, (B, k), "one row of k peaks per image: (B, k)") for t in out]
+        expected = heatmap_peaks(heat, k)
+        case = f"for heat {tuple(heat.shape)}, k={k}"
+        scores, labels, ys, xs = out
+        topk = heat.flatten(1).topk(k, dim=1)  # (B, k): no peak test at all
+        diagnose(
+            ex,
+            scores,
+            expected[0],
+            {
+                "those are the k highest cells, not the k highest *peaks*: keep a cell only "
+                "where it equals the 3x3 max-pool of its class map (the others score 0)": (
+                    topk.values
+                ),
+            },
+            f"of the scores {case}",
+        )
+        idx = (expected[1] * gh + expected[2]) * gw + expected[3]  # (B, k) into heat.flatten(1)
+        wrong_labels = {
+            "the labels are off: heat.flatten(1) is class-major, index = (c * Gh + y) * Gw + x, "
+            "so the class is index // (Gh * Gw) and the cell index % (Gh * Gw)": idx % K,
+        }
+        diagnose(ex, labels, expected[1], wrong_labels, f"of the labels {case}")
+        cell = expected[2] * gw + expected[3]  # (B, k), the position within one class map
+        wrong_rows = {
+            "x and y are swapped: y (the row) is cell // Gw and x (the column) is cell % Gw": (
+                expected[3]
+            ),
+            "a row of the map has Gw cells, so y = cell // Gw (not // Gh)": cell // gh,
+        }
+        diagnose(ex, ys, expected[2], wrong_rows, f"of the rows ys {case}")
+        diagnose(ex, xs, expected[3], {}, f"of the columns xs {case}")
+    return passed(
+        f"the peaks match the reference on {len(cases)} heatmap shapes (scores, classes, rows, "
+        "columns)"
+    )
+
+
+def _ap_variant(scores: torch.Tensor, is_tp: torch.Tensor, n_gt: int, bug: str) -> float:
+    """Average precision with one known mistake."""
+    order = torch.arange(len(scores)) if bug == "unsorted" else scores.argsort(descending=True)
+    tp = is_tp[order].double()
+    tp_sum, fp_sum = tp.cumsum(0), (1 - tp).cumsum(0)
+    recall = tp_sum / (tp_sum[-1] if bug == "recall_of_found" else n_gt)
+    precision = tp_sum / (tp_sum + fp_sum)
+    if bug == "area":  # the un-interpolated step area, sum of precision x recall increments
+        steps = torch.diff(recall, prepend=torch.zeros(1))
+        return float((precision * steps).sum())
+    if bug != "no_envelope":
+        precision = precision.flip(0).cummax(0).values.flip(0)
+    levels = COCO_RECALL_THRESHOLDS  # float32 values, as torchmetrics stores them
+    if bug == "voc11":
+        levels = torch.linspace(0, 1, 11).double()
+    elif bug == "float64_levels":
+        levels = torch.linspace(0, 1, 101, dtype=torch.float64)
+    idx = torch.searchsorted(recall.contiguous(), levels, side="left")
+    reached = idx < len(recall)
+    sampled = torch.zeros(len(levels), dtype=torch.float64)
+    sampled[reached] = precision[idx[reached]]
+    return float(sampled.mean())
+
+
+def check_average_precision(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> bool:
+    """Check ``fn(scores, is_tp, n_gt)`` -> COCO's 101-point interpolated AP (a scalar)."""
+    ex = "check_average_precision"
+    g = torch.Generator().manual_seed(604)
+    cases = [(12, 8), (30, 20), (9, 14), (25, 6)]
+    for D, n_gt in cases:
+        scores = torch.rand(D, generator=g)
+        # Good detections score higher, as in a real detector, but not perfectly.
+        is_tp = torch.rand(D, generator=g) < 0.2 + 0.6 * scores
+        is_tp[is_tp.cumsum(0) > n_gt] = False  # never more hits than true boxes
+        out = call_learner(ex, fn, scores, is_tp, n_gt)
+        if isinstance(out, float):
+            out = torch.tensor(out, dtype=torch.float64)
+        out = expect_tensor(ex, out, (), "return one number, the AP of this class: a scalar")
+        expected = average_precision(scores, is_tp, n_gt)
+        case = f"for {D} detections ({int(is_tp.sum())} true positives) and {n_gt} true boxes"
+        wrong = {
+            "rank the detections by score first (best first): precision and recall are read "
+            "going down the ranking": "unsorted",
+            "the precision is not made non-increasing: each point takes the best precision "
+            "at any *higher* recall (a running max from the right) before it is read": (
+                "no_envelope"
+            ),
+            "recall divides by the number of true boxes n_gt, not by the true positives "
+            "found: missed objects must cost recall": "recall_of_found",
+            "that is the 11-point rule of Pascal VOC 2007: COCO reads the curve at 101 recall "
+            "levels 0, 0.01, ..., 1": "voc11",
+            "that is the area under the raw step curve (scikit-learn's average_precision_score):"
+            " COCO reads the non-increasing envelope at 101 recall levels and averages": "area",
+            "off at a recall that lands exactly on a level (e.g. 7 / 20 = 0.35): read at "
+            "COCO_RECALL_THRESHOLDS, torchmetrics' levels, whose float32 0.35 is a hair below "
+            "the float64 0.35 of torch.linspace(0, 1, 101, dtype=torch.float64)": "float64_levels",
+        }
+        variants = {
+            hint: torch.tensor(_ap_variant(scores, is_tp, n_gt, bug), dtype=torch.float64)
+            for hint, bug in wrong.items()
+        }
+        variants = {h: v for h, v in variants.items() if not close(v, expected)}
+        diagnose(ex, out, expected, variants, case)
+    return passed(f"AP matches the COCO reference on {len(cases)} ranked lists")
+
+
 NOTEBOOK = "06_detection_segmentation"
 SETUP_CELL = "imports"  # the grader runs the notebook up to and including this cell
 
@@ -204,18 +293,41 @@ EXERCISES = (
         forbidden=("batched_nms",),
     ),
     Exercise(
-        name="box_convert",
+        name="heatmap_peaks",
         notebook=NOTEBOOK,
-        functions=("my_box_convert",),
-        cells=("ex3-box-convert",),
-        checker=check_box_convert,
-        references=(box_convert,),
+        functions=("my_heatmap_peaks",),
+        cells=("ex3-heatmap-peaks",),
+        checker=check_heatmap_peaks,
+        references=(heatmap_peaks,),
         hidden=(
-            HiddenCase("cxcywh to xyxy", f"my_box_convert({sized_expr(6)}, 'cxcywh', 'xyxy')"),
-            HiddenCase("xyxy to xywh", f"my_box_convert({boxes_expr(6)}, 'xyxy', 'xywh')"),
-            HiddenCase("xywh to cxcywh", f"my_box_convert({sized_expr(5)}, 'xywh', 'cxcywh')"),
+            HiddenCase(
+                "2 images, 3 classes, 5x6 grid", f"my_heatmap_peaks({rand_expr(2, 3, 5, 6)}, 5)"
+            ),
+            HiddenCase(
+                "1 image, 4 classes, 8x8 grid", f"my_heatmap_peaks({rand_expr(1, 4, 8, 8)}, 10)"
+            ),
         ),
         seed=7603,
-        forbidden=("box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh"),
+        forbidden=("decode_centernet",),
+    ),
+    Exercise(
+        name="average_precision",
+        notebook=NOTEBOOK,
+        functions=("my_average_precision",),
+        cells=("ex4-average-precision",),
+        checker=check_average_precision,
+        references=(average_precision,),
+        hidden=(
+            HiddenCase(
+                "15 detections, 20 true boxes",
+                f"my_average_precision({rand_expr(15)}, {rand_expr(15)} < 0.6, 20)",
+            ),
+            HiddenCase(
+                "40 detections, 40 true boxes",
+                f"my_average_precision({rand_expr(40)}, {rand_expr(40)} < 0.5, 40)",
+            ),
+        ),
+        seed=7604,
+        forbidden=("mean_average_precision", "detection_matches", "average_precision_score"),
     ),
 )
