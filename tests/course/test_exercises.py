@@ -16,6 +16,7 @@ from vfm_course.course.grading.hidden import (
     draw_hidden_seeds,
     fingerprint,
     hidden_cell_source,
+    hidden_namespace,
     hidden_seed,
     reference_outputs,
     run_case,
@@ -73,7 +74,7 @@ def test_hidden_outputs_are_far_from_rounding_boundaries(name):
     seed = hidden_seed(name)
     assert ex.seed <= seed < ex.seed + 1000
     for case in ex.hidden:
-        namespace = {"_torch": torch, "_g": torch.Generator().manual_seed(seed)}
+        namespace = hidden_namespace(seed)
         namespace.update(zip(ex.functions, ex.references, strict=True))
         value = eval(case.call, namespace)
         values = value if isinstance(value, tuple) else (value,)

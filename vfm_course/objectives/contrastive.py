@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.validate import check_temperature, check_tensor
-from ..data.augment import two_views
+from ..data.augment import augment
 from ..models.simclr import SimCLRConfig
 
 
@@ -98,7 +98,9 @@ def alignment_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
 
 
 def simclr_loss_fn(
-    cfg: SimCLRConfig | None = None, negatives: bool = True
+    cfg: SimCLRConfig | None = None,
+    negatives: bool = True,
+    augment_fn: Callable[..., torch.Tensor] = augment,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     """The ``loss_fn(model, batch)`` for :func:`vfm_course.train.fit`.
 
@@ -106,7 +108,9 @@ def simclr_loss_fn(
     point of self-supervision). ``cfg`` defaults to ``model.cfg``. ``negatives=False`` trains on
     :func:`alignment_loss` instead (positives only: the ablation that collapses). Logs
     ``pos_acc``, the share of the 2B views whose partner gets the highest logit, and ``z_std``,
-    :func:`embedding_std` of the batch's projections.
+    :func:`embedding_std` of the batch's projections. ``augment_fn(images, augment_cfg)`` makes
+    one view (default :func:`vfm_course.data.augment.augment`); it is called twice per batch,
+    and lesson 03 passes the learner's pipeline here.
     """
 
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -117,7 +121,7 @@ def simclr_loss_fn(
                 "train a SimCLR model (whose .cfg is one)"
             )
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        v1, v2 = two_views(images, c.augment)
+        v1, v2 = augment_fn(images, c.augment), augment_fn(images, c.augment)  # two views
         # One forward over both views: BatchNorm in the head sees all 2B views, as in SimCLR.
         z1, z2 = model(torch.cat([v1, v2])).chunk(2)  # (B, proj_dim) each
         # Similarities / t in fp32 even under bf16 autocast: bf16 keeps ~3 significant digits,

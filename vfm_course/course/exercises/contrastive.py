@@ -1,4 +1,4 @@
-"""Lesson 03's exercises: NT-Xent and CLIP's symmetric loss."""
+"""Lesson 03's exercises: SimCLR's augmentation pipeline, NT-Xent and CLIP's symmetric loss."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ from collections.abc import Callable
 
 import torch
 
+from ...data.augment import augment
 from ...objectives.clip import clip_loss
 from ...objectives.contrastive import nt_xent_loss
+from .augmentation import check_augment
 from .checking import call_learner, diagnose, expect_tensor, passed, randn
 from .exercise import Exercise, HiddenCase
 from .hidden_inputs import (
+    rand_expr,
     randn_expr,
 )
 
@@ -146,6 +149,27 @@ NOTEBOOK = "03_contrastive_learning"
 SETUP_CELL = "imports"  # the grader runs the notebook up to and including this cell
 
 EXERCISES = (
+    Exercise(
+        name="augment",
+        notebook=NOTEBOOK,
+        functions=("my_augment",),
+        cells=("ex-augment",),
+        checker=check_augment,
+        references=(augment,),
+        hidden=(
+            HiddenCase(
+                "the default pipeline",
+                f"my_augment({rand_expr(4, 3, 16, 16)}, _AugmentConfig(), _g)",
+            ),
+            HiddenCase(
+                "hue 0.1, grayscale 0.5",
+                f"my_augment({rand_expr(3, 3, 16, 16)}, "
+                "_AugmentConfig(hue=0.1, grayscale_p=0.5), _g)",
+            ),
+        ),
+        seed=7300,
+        forbidden=("two_views", "simclr_loss_fn"),
+    ),
     Exercise(
         name="nt_xent",
         notebook=NOTEBOOK,

@@ -11,7 +11,8 @@ from typing import Any
 @dataclass(frozen=True)
 class HiddenCase:
     """One graded call: ``call`` is a Python expression using the learner's function names,
-    ``_torch`` (torch) and ``_g`` (a ``torch.Generator`` seeded per exercise)."""
+        ``_torch`` (torch), ``_g`` (a ``torch.Generator`` seeded per exercise) and
+    ``_AugmentConfig``."""
 
     label: str
     call: str

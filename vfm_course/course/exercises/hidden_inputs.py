@@ -1,5 +1,6 @@
 """Hidden inputs of the graded cases, as Python expressions the grader's cells
-evaluate with ``_torch`` (torch) and ``_g`` (a ``torch.Generator`` seeded per exercise).
+evaluate with ``_torch`` (torch), ``_g`` (a ``torch.Generator`` seeded per exercise) and
+``_AugmentConfig``.
 """
 
 from __future__ import annotations

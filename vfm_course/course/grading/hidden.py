@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ...data.augment import AugmentConfig
 from ..exercises.exercise import Exercise, HiddenCase
 from ..exercises.registry import EXERCISES
 
@@ -60,8 +61,18 @@ def _printed_floats(value: Any) -> list[float]:
     return [float(flat.sum()), float(flat.abs().sum()), *picks.tolist()]
 
 
+def hidden_namespace(seed: int) -> dict[str, Any]:
+    """What a hidden case's expression may use besides the learner's functions: ``_torch``,
+    ``_g`` (seeded) and ``_AugmentConfig`` (lesson 03's augmentation settings)."""
+    return {
+        "_torch": torch,
+        "_g": torch.Generator().manual_seed(seed),
+        "_AugmentConfig": AugmentConfig,
+    }
+
+
 def run_case(ex: Exercise, case: HiddenCase, functions: tuple[Any, ...], seed: int) -> Any:
-    namespace: dict[str, Any] = {"_torch": torch, "_g": torch.Generator().manual_seed(seed)}
+    namespace = hidden_namespace(seed)
     namespace.update(zip(ex.functions, functions, strict=True))
     return eval(case.call, namespace)
 
@@ -114,7 +125,8 @@ def hidden_cell_source(ex: Exercise, case: HiddenCase, seed: int | None = None) 
     return (
         f"# hidden check {ex.name}: {case.label} (added by the grader)\n"
         "import contextlib as _contextlib, io as _io, warnings as _warnings\n"
-        "import torch as _torch\n\n"
+        "import torch as _torch\n"
+        "from vfm_course.data.augment import AugmentConfig as _AugmentConfig\n\n"
         f"{FINGERPRINT_SOURCE}\n"
         f"for _name in {tuple(ex.functions)!r}:\n"
         '    if hasattr(globals().get(_name), "__vfm_learner__"):\n'
