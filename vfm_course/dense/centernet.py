@@ -111,6 +111,7 @@ def centernet_loss(
     targets: torch.Tensor,
     size_weight: float = 0.1,
     offset_weight: float = 1.0,
+    heatmap_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = centernet_focal_loss,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The CenterNet objective: focal heatmap loss + ``size_weight`` * L1(size) +
     ``offset_weight`` * L1(offset), the box terms only at object centres (weights as the paper).
@@ -118,6 +119,8 @@ def centernet_loss(
     Args:
         outputs: (B, K + 4, Gh, Gw) from :class:`CenterNetHead` (heatmap logits, size, offset).
         targets: (B, K + 5, Gh, Gw) from :func:`encode_centernet_targets`.
+        heatmap_loss: ``(logits, heatmap) -> scalar`` for the heatmap term (default
+            :func:`centernet_focal_loss`; lesson 06 passes the learner's).
 
     Returns:
         the scalar loss and its parts ``{"heatmap", "size", "offset"}`` as floats.
@@ -131,7 +134,7 @@ def centernet_loss(
             f"(K + 4 channels, K = {k}) need targets of shape "
             f"{(outputs.shape[0], k + 5, *outputs.shape[2:])} (K + 5 channels)"
         )
-    heat = centernet_focal_loss(outputs[:, :k], targets[:, :k])
+    heat = heatmap_loss(outputs[:, :k], targets[:, :k])
     centre = targets[:, k + 4] > 0  # (B, Gh, Gw)
     if bool(centre.any()):
         pred = outputs[:, k : k + 4].permute(0, 2, 3, 1)[centre]  # (n_objects, 4)
@@ -144,13 +147,17 @@ def centernet_loss(
     return loss, {"heatmap": heat.item(), "size": size.item(), "offset": offset.item()}
 
 
-def centernet_loss_fn(size_weight: float = 0.1, offset_weight: float = 1.0):
+def centernet_loss_fn(
+    size_weight: float = 0.1,
+    offset_weight: float = 1.0,
+    heatmap_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = centernet_focal_loss,
+):
     """The objective for ``train.fit``: batches are (inputs, targets (B, K + 5, Gh, Gw)); the
     inputs are images for :class:`CenterNet` or cached feature maps for a bare head."""
 
     def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
         inputs, targets = batch
-        return centernet_loss(model(inputs), targets, size_weight, offset_weight)
+        return centernet_loss(model(inputs), targets, size_weight, offset_weight, heatmap_loss)
 
     return loss_fn
 

@@ -1,21 +1,22 @@
-"""Lesson 06's exercises: IoU, NMS, CenterNet's peak decoding, average precision."""
+"""Lesson 06's exercises: IoU, NMS, CenterNet's focal loss and peak decoding, average precision."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ...dense.boxes import box_iou, nms
-from ...dense.centernet import heatmap_peaks
+from ...dense.centernet import centernet_focal_loss, heatmap_peaks
 from ...eval.dense_metrics import COCO_RECALL_THRESHOLDS, average_precision
+from .centernet import check_centernet_focal_loss, check_heatmap_peaks
 from .checking import call_learner, close, diagnose, expect_tensor, fail, passed
 from .exercise import Exercise, HiddenCase
 from .hidden_inputs import (
     boxes_expr,
     clustered_expr,
     rand_expr,
+    randn_expr,
 )
 
 # --- lesson 06: detection ----------------------------------------------------------------------
@@ -138,62 +139,6 @@ def _greedy(order: torch.Tensor, ious: torch.Tensor, thr: float, above: bool) ->
 # --- the registry entries ---------------------------------------------------------------------
 
 
-def _peak_heat(g: torch.Generator, B: int, K: int, gh: int, gw: int) -> torch.Tensor:
-    """(B, K, Gh, Gw) smooth random heatmaps in (0, 1): a few bumps per class, distinct values."""
-    noise = torch.rand(B, K, gh, gw, generator=g)
-    smooth = F.avg_pool2d(noise, 3, stride=1, padding=1, count_include_pad=False)
-    return (0.6 * smooth + 0.4 * noise).clamp(1e-3, 1 - 1e-3)
-
-
-def check_heatmap_peaks(fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, ...]]) -> bool:
-    """Check ``fn(heat, k)`` -> ``(scores, labels, ys, xs)``, each (B, k): the k highest 3x3
-    local maxima over all classes and cells of heat (B, K, Gh, Gw), best first."""
-    ex = "check_heatmap_peaks"
-    g = torch.Generator().manual_seed(603)
-    cases = [(2, 3, 5, 7, 6), (1, 2, 6, 4, 4), (3, 4, 4, 9, 8)]
-    for B, K, gh, gw, k in cases:
-        heat = _peak_heat(g, B, K, gh, gw)
-        out = call_learner(ex, fn, heat, k)
-        if not (isinstance(out, tuple) and len(out) == 4):
-            fail(ex, "return four tensors: (scores, labels, ys, xs)", "each of shape (B, k)")
-        out = [expect_tensor(ex, t, (B, k), "one row of k peaks per image: (B, k)") for t in out]
-        expected = heatmap_peaks(heat, k)
-        case = f"for heat {tuple(heat.shape)}, k={k}"
-        scores, labels, ys, xs = out
-        topk = heat.flatten(1).topk(k, dim=1)  # (B, k): no peak test at all
-        diagnose(
-            ex,
-            scores,
-            expected[0],
-            {
-                "those are the k highest cells, not the k highest *peaks*: keep a cell only "
-                "where it equals the 3x3 max-pool of its class map (the others score 0)": (
-                    topk.values
-                ),
-            },
-            f"of the scores {case}",
-        )
-        idx = (expected[1] * gh + expected[2]) * gw + expected[3]  # (B, k) into heat.flatten(1)
-        wrong_labels = {
-            "the labels are off: heat.flatten(1) is class-major, index = (c * Gh + y) * Gw + x, "
-            "so the class is index // (Gh * Gw) and the cell index % (Gh * Gw)": idx % K,
-        }
-        diagnose(ex, labels, expected[1], wrong_labels, f"of the labels {case}")
-        cell = expected[2] * gw + expected[3]  # (B, k), the position within one class map
-        wrong_rows = {
-            "x and y are swapped: y (the row) is cell // Gw and x (the column) is cell % Gw": (
-                expected[3]
-            ),
-            "a row of the map has Gw cells, so y = cell // Gw (not // Gh)": cell // gh,
-        }
-        diagnose(ex, ys, expected[2], wrong_rows, f"of the rows ys {case}")
-        diagnose(ex, xs, expected[3], {}, f"of the columns xs {case}")
-    return passed(
-        f"the peaks match the reference on {len(cases)} heatmap shapes (scores, classes, rows, "
-        "columns)"
-    )
-
-
 def _ap_variant(scores: torch.Tensor, is_tp: torch.Tensor, n_gt: int, bug: str) -> float:
     """Average precision with one known mistake."""
     order = torch.arange(len(scores)) if bug == "unsorted" else scores.argsort(descending=True)
@@ -260,6 +205,12 @@ def check_average_precision(fn: Callable[[torch.Tensor, torch.Tensor, int], torc
     return passed(f"AP matches the COCO reference on {len(cases)} ranked lists")
 
 
+# Heatmap targets for the hidden cases: uniform values, those above 0.9 turned into centres (1).
+CENTRES_EXPR = (
+    "(lambda h: _torch.where(h > 0.9, _torch.ones_like(h), 0.9 * h))"
+    "(_torch.rand({}, {}, {}, {}, generator=_g))"
+)
+
 NOTEBOOK = "06_detection_segmentation"
 SETUP_CELL = "imports"  # the grader runs the notebook up to and including this cell
 
@@ -291,6 +242,26 @@ EXERCISES = (
         ),
         seed=7602,
         forbidden=("batched_nms",),
+    ),
+    Exercise(
+        name="centernet_focal_loss",
+        notebook=NOTEBOOK,
+        functions=("my_focal_loss",),
+        cells=("ex-focal-loss",),
+        checker=check_centernet_focal_loss,
+        references=(centernet_focal_loss,),
+        hidden=(
+            HiddenCase(
+                "2 images, 3 classes, 5x5 grid",
+                f"my_focal_loss(2 * {randn_expr(2, 3, 5, 5)}, {CENTRES_EXPR.format(2, 3, 5, 5)})",
+            ),
+            HiddenCase(
+                "1 image, 4 classes, 6x4 grid",
+                f"my_focal_loss(3 * {randn_expr(1, 4, 6, 4)}, {CENTRES_EXPR.format(1, 4, 6, 4)})",
+            ),
+        ),
+        seed=7605,
+        forbidden=("centernet_loss", "centernet_loss_fn", "sigmoid_focal_loss"),
     ),
     Exercise(
         name="heatmap_peaks",

@@ -3,10 +3,10 @@
 An exercise is a function the learner writes in a lesson notebook. In the solution notebooks its
 body sits between ``# BEGIN SOLUTION`` and ``# END SOLUTION``; the student notebooks replace that
 part with ``raise NotImplementedError`` (see :mod:`vfm_course.course.student`). Each lesson's
-module here (``attention``, ``vit``, ``contrastive``, ``mae``, ``finetune`` (with its checkers for
-the attacks in ``robustness``), ``detection``,
-``self_distillation``) defines its checkers and its :class:`Exercise` entries side by side;
-each entry ties together:
+module here (``attention``, ``vit``, ``contrastive``, ``mae``, ``finetune``, ``detection``,
+``self_distillation``) defines its checkers and its :class:`Exercise` entries side by side; a
+lesson's larger checkers live in their own module beside it (``augmentation`` for lesson 03,
+``robustness`` for 05, ``centernet`` for 06). Each entry ties together:
 
 * where it lives: the notebook and the ids of its answer cells;
 * the learner's function names and the ``check_*`` function giving instant feedback;
